@@ -1,0 +1,1 @@
+"""monitor: health monitoring and SLA attestation for a decentralized RPC network."""

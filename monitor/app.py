@@ -1,0 +1,103 @@
+"""The collector and reputation API: routers mounted here, errors shaped here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, text
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from monitor.db.session import make_engine
+from monitor.exceptions import MonitorError
+from monitor.ingest.views import router as ingest_router
+from monitor.operators.views import router as operators_router
+from monitor.registry.views import router as registry_router
+from monitor.scoring.job import start_scheduler
+from monitor.scoring.views import router as scoring_router
+from monitor.settings import Settings
+
+log = logging.getLogger("monitor.app")
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def create_app(
+    settings: Settings, *, engine: Engine | None = None, scoring: bool = True
+) -> FastAPI:
+    """``scoring=False`` leaves the scoring job to the caller (tests drive it by hand)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        scheduler = start_scheduler(app.state.engine, settings) if scoring else None
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=True)
+            if engine is None:
+                app.state.engine.dispose()
+
+    app = FastAPI(
+        title="monitor",
+        summary="Health, reputation and routing weights for a decentralized RPC network",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine or make_engine(settings.database_url)
+
+    @app.exception_handler(MonitorError)
+    async def monitor_error(_: Request, exc: MonitorError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return JSONResponse(error_body("invalid_request", "; ".join(problems)), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            error_body(code, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(
+            error_body("internal_error", "internal error; see the server log"), status_code=500
+        )
+
+    @app.get("/healthz", tags=["health"], summary="The process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="The database is reachable")
+    async def readyz() -> JSONResponse:
+        def ping() -> None:
+            with app.state.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+
+        try:
+            await run_in_threadpool(ping)
+        except Exception as exc:
+            return JSONResponse(
+                error_body("database_unreachable", type(exc).__name__), status_code=503
+            )
+        return JSONResponse({"status": "ready"})
+
+    for router in (ingest_router, registry_router, scoring_router, operators_router):
+        app.include_router(router)
+    return app

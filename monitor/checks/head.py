@@ -1,0 +1,32 @@
+"""eth_blockNumber: each endpoint's head and latency, then the round's reference head.
+
+The reference is a height enough endpoints reach (monitor.probe.consensus), so one operator that
+claims a huge head cannot make the honest ones look lagging; such a head is incorrect.
+"""
+
+from __future__ import annotations
+
+import time
+
+from monitor.checks.base import ChainRound, Observation, for_each
+from monitor.probe.consensus import head_ahead_tolerance, reference_head
+from monitor.rpc import parse_quantity
+
+
+async def check(round_: ChainRound) -> None:
+    async def one(obs: Observation) -> None:
+        obs.observed_at_ms = time.time_ns() // 1_000_000
+        result, latency_us = await round_.call(obs, "eth_blockNumber", [])
+        obs.latency_us = latency_us
+        obs.head = parse_quantity(result, "eth_blockNumber")
+
+    await for_each(round_, one)
+    answered = [obs for obs in round_.usable() if obs.head is not None]
+    reference = reference_head([obs.head for obs in answered if obs.head is not None])
+    round_.reference_head = reference
+    if reference is None:
+        return
+    tolerance = head_ahead_tolerance(round_.chain.confirmations)
+    for obs in answered:
+        if obs.head is not None and obs.head > reference + tolerance:
+            obs.mark_incorrect("head_ahead")

@@ -1,0 +1,102 @@
+"""Every error monitor raises on purpose, and the HTTP status the API gives it.
+
+Hierarchy::
+
+    MonitorError                      500 (never raised directly)
+    ├── ConfigError                   bad settings, key file or registry file (CLI exits 2)
+    │   └── RegistryError             names the file, the entry and the field
+    ├── RequestError                  4xx: the client sent something we will not take
+    │   ├── MalformedRequest          400/422: shape or content is wrong
+    │   ├── BadSignature              401: signature does not recover to the claimed signer
+    │   ├── UnknownProbe              403: signer is not an active registered probe
+    │   ├── NotFound                  404
+    │   ├── BatchConflict             409: a batch id reused with different content
+    │   ├── PayloadTooLarge           413
+    │   └── ClockSkew                 422: a batch or request dated in the future
+    └── RpcError                      probe side: an operator's JSON-RPC answer was not usable
+        ├── RpcUnavailable            timeout, transport, HTTP status, JSON-RPC error object
+        └── RpcMalformed              an answer that is not valid JSON-RPC or has the wrong type
+
+Each error has a stable ``code`` (snake_case); the API answers
+``{"error": {"code": ..., "message": ...}}`` with it.
+"""
+
+from __future__ import annotations
+
+
+class MonitorError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ConfigError(MonitorError):
+    code = "config_error"
+
+
+class RegistryError(ConfigError):
+    code = "registry_invalid"
+
+
+class RequestError(MonitorError):
+    status_code = 400
+    code = "bad_request"
+
+
+class MalformedRequest(RequestError):
+    status_code = 422
+    code = "malformed"
+
+
+class BadSignature(RequestError):
+    status_code = 401
+    code = "bad_signature"
+
+
+class UnknownProbe(RequestError):
+    status_code = 403
+    code = "unknown_probe"
+
+
+class NotFound(RequestError):
+    status_code = 404
+    code = "not_found"
+
+
+class BatchConflict(RequestError):
+    status_code = 409
+    code = "batch_conflict"
+
+
+class PayloadTooLarge(RequestError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class ClockSkew(RequestError):
+    status_code = 422
+    code = "clock_skew"
+
+
+class RpcError(MonitorError):
+    """Raised by monitor.rpc; ``kind`` is the result's error kind (see ingest.schemas.ErrorKind)."""
+
+    kind = "transport"
+
+    def __init__(self, message: str, *, kind: str | None = None) -> None:
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
+
+
+class RpcUnavailable(RpcError):
+    kind = "transport"
+
+
+class RpcMalformed(RpcError):
+    kind = "malformed"

@@ -1,0 +1,79 @@
+"""The wire format of a signed batch (``POST /v1/batches``) and of the collector's answer.
+
+Every field of a result that is signed is an integer, a string, a boolean or null: the canonical
+encoding (monitor.signing.canonical) is then byte-exact in any language, with no float formatting
+to agree on. Latency travels in microseconds and lag in milliseconds for that reason; the database
+keeps them as ``latency_ms`` and ``lag_seconds``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+ErrorKind = Literal[
+    "timeout",  # no answer within the per-request timeout: unavailable
+    "transport",  # connection refused/reset, DNS, TLS: unavailable
+    "http_status",  # HTTP status other than 200: unavailable
+    "rpc_error",  # a well-formed JSON-RPC error object: unavailable
+    "malformed",  # not JSON-RPC, wrong types, hash that is not a hash: incorrect
+    "wrong_chain",  # eth_chainId differs from the registry: incorrect
+    "wrong_hash",  # block hash at check_height differs from the majority: incorrect
+    "head_ahead",  # head far above the reference head no one else confirms: incorrect
+]
+
+Address = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{40}$")]
+Hash32 = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-f]{64}$")]
+Signature = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{130}$")]
+UInt64 = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
+class ProbeResult(BaseModel):
+    """One check of one endpoint in one round, as the probe saw it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    endpoint_id: UInt64
+    operator_id: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
+    chain_id: UInt64
+    observed_at_ms: UInt64  # unix time, milliseconds, when the head request was sent
+    ok: bool  # the endpoint answered (available); false on timeout/transport/http/rpc errors
+    error: ErrorKind | None
+    latency_us: UInt64 | None  # eth_blockNumber round trip, microseconds, monotonic clock
+    head: UInt64 | None
+    reference_head: UInt64 | None
+    lag_blocks: UInt64 | None  # reference_head - head, never negative
+    lag_ms: UInt64 | None  # lag_blocks * block_time_s, in milliseconds
+    check_height: UInt64 | None  # reference_head - confirmations
+    block_hash: Hash32 | None  # this endpoint's hash at check_height
+    correct: bool | None  # None: unknown (no quorum, or endpoint below check_height)
+
+
+class BatchMessage(BaseModel):
+    """The EIP-712 message the probe signs; field names are the typed-data names."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    probe: Address
+    batchId: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+    createdAt: UInt64  # unix time, milliseconds
+    resultsHash: Hash32
+    resultCount: Annotated[int, Field(ge=0, le=2**32 - 1)]
+
+
+class SignedBatch(BaseModel):
+    """The body of ``POST /v1/batches``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    message: BatchMessage
+    results: list[ProbeResult]
+    signature: Signature
+
+
+class BatchAck(BaseModel):
+    batch_id: str
+    probe: str
+    results: int
+    duplicate: bool  # true when this exact batch was stored before: nothing new was written

@@ -1,0 +1,47 @@
+"""Cross-endpoint judgements within one round: the reference head and the canonical hash.
+
+Both are robust against a minority of lying endpoints: neither a plain max nor a single answer
+decides.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+
+def head_quorum(n: int) -> int:
+    """How many endpoints must reach a height for it to be the reference head.
+
+    At least two (one endpoint alone cannot set the reference), and a third of the endpoints when
+    there are many, so that a few colluding endpoints cannot; all of them when there are fewer
+    than two.
+    """
+    return min(n, max(2, math.ceil(n / 3)))
+
+
+def reference_head(heads: Sequence[int]) -> int | None:
+    """The highest height that at least ``head_quorum(len(heads))`` endpoints have reached."""
+    if not heads:
+        return None
+    ordered = sorted(heads, reverse=True)
+    return ordered[head_quorum(len(ordered)) - 1]
+
+
+def head_ahead_tolerance(confirmations: int) -> int:
+    """Blocks above the reference a head may be before it counts as a head nobody confirms."""
+    return max(confirmations, 2)
+
+
+def canonical_hash(hashes: Sequence[str]) -> str | None:
+    """The hash a strict majority of the answers hold, with at least two agreeing.
+
+    With fewer agreeing answers nothing is canonical and correctness is unknown, never "correct".
+    """
+    if not hashes:
+        return None
+    value, count = Counter(hashes).most_common(1)[0]
+    if count >= 2 and count * 2 > len(hashes):
+        return value
+    return None

@@ -1,0 +1,68 @@
+"""One round: every chain's endpoints through every check, then one result per endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+
+from monitor.checks.base import ChainRound, CheckFn, Observation
+from monitor.checks.registry import CHECKS
+from monitor.ingest.schemas import ProbeResult
+from monitor.probe.targets import ChainTarget, Targets
+from monitor.rpc import RpcClient
+
+
+async def run_chain(
+    chain: ChainTarget,
+    *,
+    rpc: RpcClient,
+    semaphore: asyncio.Semaphore,
+    checks: Mapping[str, CheckFn] = CHECKS,
+) -> list[ProbeResult]:
+    started_ms = time.time_ns() // 1_000_000
+    round_ = ChainRound(
+        chain=chain,
+        rpc=rpc,
+        semaphore=semaphore,
+        observations=[Observation(target=t, observed_at_ms=started_ms) for t in chain.endpoints],
+    )
+    for check in checks.values():
+        await check(round_)
+    return [to_result(obs, round_) for obs in round_.observations]
+
+
+async def run_round(
+    targets: Targets,
+    *,
+    rpc: RpcClient,
+    semaphore: asyncio.Semaphore,
+    checks: Mapping[str, CheckFn] = CHECKS,
+) -> list[ProbeResult]:
+    per_chain = await asyncio.gather(
+        *(run_chain(chain, rpc=rpc, semaphore=semaphore, checks=checks) for chain in targets.chains)
+    )
+    return [result for results in per_chain for result in results]
+
+
+def to_result(obs: Observation, round_: ChainRound) -> ProbeResult:
+    reference = round_.reference_head
+    lag_blocks = None
+    if obs.ok and obs.head is not None and reference is not None:
+        lag_blocks = max(0, reference - obs.head)
+    return ProbeResult(
+        endpoint_id=obs.target.endpoint_id,
+        operator_id=obs.target.operator_id,
+        chain_id=round_.chain.chain_id,
+        observed_at_ms=obs.observed_at_ms or 0,
+        ok=obs.ok,
+        error=obs.error,  # type: ignore[arg-type]
+        latency_us=obs.latency_us if obs.ok else None,
+        head=obs.head,
+        reference_head=reference,
+        lag_blocks=lag_blocks,
+        lag_ms=None if lag_blocks is None else round(lag_blocks * round_.chain.block_time_s * 1000),
+        check_height=round_.check_height,
+        block_hash=obs.block_hash,
+        correct=obs.correct if obs.ok else None,
+    )

@@ -1,0 +1,149 @@
+"""The registry YAML's model. Errors name the file, the entry and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from eth_utils import is_address, to_checksum_address
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from monitor.exceptions import RegistryError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SlaTargets(_Strict):
+    availability: float = Field(0.999, gt=0, le=1)
+    latency_p95_ms: float = Field(500, gt=0)
+    max_lag_blocks: int = Field(3, ge=0)
+
+
+class ChainEntry(_Strict):
+    chain_id: int = Field(gt=0)
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    block_time_s: float = Field(gt=0)
+    confirmations: int = Field(ge=0)
+    sla: SlaTargets = SlaTargets()
+
+
+class EndpointEntry(_Strict):
+    chain_id: int = Field(gt=0)
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")]
+
+
+class OperatorEntry(_Strict):
+    id: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    endpoints: list[EndpointEntry] = []
+
+
+class ProbeEntry(_Strict):
+    address: str
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    region: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+    @field_validator("address")
+    @classmethod
+    def _checksum(cls, value: str) -> str:
+        if not is_address(value):
+            raise ValueError("not an Ethereum address (0x followed by 40 hex digits)")
+        return to_checksum_address(value)
+
+
+class Registry(_Strict):
+    chains: list[ChainEntry] = []
+    operators: list[OperatorEntry] = []
+    probes: list[ProbeEntry] = []
+
+    def check_references(self) -> list[str]:
+        """Cross-entry problems pydantic cannot see: duplicates, unknown chains."""
+        problems: list[str] = []
+        chain_ids = [c.chain_id for c in self.chains]
+        problems += _duplicates("chains", "chain_id", chain_ids)
+        problems += _duplicates("operators", "id", [o.id for o in self.operators])
+        problems += _duplicates("probes", "address", [p.address for p in self.probes])
+        for i, operator in enumerate(self.operators):
+            seen: set[tuple[int, str]] = set()
+            for j, endpoint in enumerate(operator.endpoints):
+                where = f"operators[{i}] (id={operator.id}).endpoints[{j}]"
+                if endpoint.chain_id not in chain_ids:
+                    problems.append(f"{where}.chain_id: chain {endpoint.chain_id} is not in chains")
+                if (endpoint.chain_id, endpoint.url) in seen:
+                    problems.append(f"{where}.url: listed twice for chain {endpoint.chain_id}")
+                seen.add((endpoint.chain_id, endpoint.url))
+        return problems
+
+
+def _duplicates(section: str, field: str, values: list[Any]) -> list[str]:
+    seen: set[Any] = set()
+    out = []
+    for i, value in enumerate(values):
+        if value in seen:
+            out.append(f"{section}[{i}].{field}: {value!r} appears more than once")
+        seen.add(value)
+    return out
+
+
+def _describe_location(data: Any, loc: tuple[int | str, ...]) -> str:
+    """('operators', 1, 'endpoints', 0, 'url') -> 'operators[1] (id=bravo).endpoints[0].url'."""
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            try:
+                node = node[part]
+            except (IndexError, KeyError, TypeError):
+                node = None
+            if isinstance(node, dict):
+                key = next((k for k in ("id", "chain_id", "name", "address") if k in node), None)
+                if key is not None:
+                    out += f" ({key}={node[key]})"
+        else:
+            out += f".{part}" if out else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return out
+
+
+def parse_registry(text: str, *, source: str) -> Registry:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"{source}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RegistryError(
+            f"{source}: the top level must be a mapping with chains, operators, probes"
+        )
+    try:
+        registry = Registry.model_validate(data)
+    except ValidationError as exc:
+        lines = [
+            f"{source}: {_describe_location(data, tuple(err['loc']))}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise RegistryError("\n".join(lines)) from None
+    problems = registry.check_references()
+    if problems:
+        raise RegistryError("\n".join(f"{source}: {p}" for p in problems))
+    return registry
+
+
+def load_registry(path: Path) -> Registry:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse_registry(text, source=str(path))

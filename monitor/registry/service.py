@@ -1,0 +1,57 @@
+"""Reads of the registry for the API: the probe's targets, and URLs made safe to publish."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from monitor.db.models import Chain, Endpoint, Operator, Probe
+from monitor.exceptions import UnknownProbe
+from monitor.probe.targets import ChainTarget, EndpointTarget, Targets
+
+
+def public_url(url: str) -> str:
+    """scheme://host[:port] only: paths, queries and user info often hold operators' API keys."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}"
+
+
+def require_active_probe(session: Session, *, address: str) -> Probe:
+    probe = session.scalar(select(Probe).where(Probe.address == address))
+    if probe is None or not probe.active:
+        state = "not registered" if probe is None else "deactivated"
+        raise UnknownProbe(f"probe {address} is {state}")
+    return probe
+
+
+def targets(session: Session) -> Targets:
+    """Every active endpoint of every active chain, with the chain's parameters."""
+    rows = session.execute(
+        select(Chain, Endpoint)
+        .join(Endpoint, Endpoint.chain_id == Chain.chain_id)
+        .join(Operator, Operator.id == Endpoint.operator_id)
+        .where(Chain.active.is_(True), Endpoint.active.is_(True), Operator.active.is_(True))
+        .order_by(Chain.chain_id, Endpoint.id)
+    ).all()
+    chains: dict[int, ChainTarget] = {}
+    for chain, endpoint in rows:
+        target = chains.setdefault(
+            chain.chain_id,
+            ChainTarget(
+                chain_id=chain.chain_id,
+                name=chain.name,
+                block_time_s=chain.block_time_s,
+                confirmations=chain.confirmations,
+                endpoints=[],
+            ),
+        )
+        target.endpoints.append(
+            EndpointTarget(
+                endpoint_id=endpoint.id, operator_id=endpoint.operator_id, url=endpoint.url
+            )
+        )
+    return Targets(chains=list(chains.values()))

@@ -1,0 +1,109 @@
+"""JSON-RPC over httpx, for probing operators: a hard time limit, a response size cap, and one
+classification of every failure — unavailable (timeout, transport, HTTP status, JSON-RPC error) or
+malformed (anything that is not a valid answer). See monitor.exceptions."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import time
+from typing import Any
+
+import httpx
+
+from monitor.exceptions import RpcMalformed, RpcUnavailable
+
+_HEX_QUANTITY = re.compile(r"^0x(0|[1-9a-f][0-9a-f]*)$", re.IGNORECASE)
+_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_ids = itertools.count(1)
+
+
+def parse_quantity(value: Any, what: str) -> int:
+    if not isinstance(value, str) or not _HEX_QUANTITY.match(value):
+        raise RpcMalformed(f"{what}: expected a hex quantity, got {_short(value)}")
+    return int(value, 16)
+
+
+def parse_hash(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not _HASH.match(value):
+        raise RpcMalformed(f"{what}: expected a 32-byte hex hash, got {_short(value)}")
+    return value.lower()
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class RpcClient:
+    """Calls one JSON-RPC method at a time over a shared ``httpx.AsyncClient``."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, *, timeout_s: float, max_response_bytes: int
+    ) -> None:
+        self._client = client
+        self._timeout_s = timeout_s
+        self._max_bytes = max_response_bytes
+
+    async def call(self, url: str, method: str, params: list[Any]) -> tuple[Any, int]:
+        """Returns (result, latency in microseconds) or raises RpcUnavailable / RpcMalformed.
+
+        Latency spans sending the request to reading the whole body, on a monotonic clock.
+        """
+        request_id = next(_ids)
+        payload = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+        started = time.perf_counter_ns()
+        try:
+            # asyncio.timeout bounds the whole exchange; httpx's own timeouts are per phase, so a
+            # server that trickles bytes could otherwise hold a check for ever.
+            async with asyncio.timeout(self._timeout_s):
+                body, status = await self._post(url, payload)
+        except TimeoutError:
+            raise RpcUnavailable(
+                f"{method}: no answer within {self._timeout_s:g} s", kind="timeout"
+            ) from None
+        except httpx.TimeoutException:
+            raise RpcUnavailable(f"{method}: timed out", kind="timeout") from None
+        except httpx.HTTPError as exc:
+            raise RpcUnavailable(
+                f"{method}: {type(exc).__name__}: {exc}", kind="transport"
+            ) from None
+        latency_us = (time.perf_counter_ns() - started) // 1000
+        if status != 200:
+            raise RpcUnavailable(f"{method}: HTTP {status}", kind="http_status")
+        return _decode(body, method, request_id), latency_us
+
+    async def _post(self, url: str, payload: dict[str, Any]) -> tuple[bytes, int]:
+        async with self._client.stream("POST", url, json=payload) as response:
+            chunks = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self._max_bytes:
+                    raise RpcMalformed(f"answer larger than {self._max_bytes} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks), response.status_code
+
+
+def _decode(body: bytes, method: str, request_id: int) -> Any:
+    try:
+        message = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise RpcMalformed(f"{method}: answer is not JSON") from None
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        raise RpcMalformed(f"{method}: answer is not a JSON-RPC 2.0 object")
+    if message.get("id") != request_id:
+        raise RpcMalformed(f"{method}: answer id {_short(message.get('id'))} != {request_id}")
+    if "error" in message:
+        error = message["error"]
+        if not isinstance(error, dict) or not isinstance(error.get("code"), int):
+            raise RpcMalformed(f"{method}: malformed error object")
+        raise RpcUnavailable(
+            f"{method}: JSON-RPC error {error['code']}: {_short(error.get('message'))}",
+            kind="rpc_error",
+        )
+    if "result" not in message:
+        raise RpcMalformed(f"{method}: answer has neither result nor error")
+    return message["result"]

@@ -1,0 +1,215 @@
+"""Turn the raw probe samples of one endpoint into statistics.
+
+Two steps, both pure:
+
+1. :func:`per_probe` summarises what one probe saw of one endpoint over the window
+   (availability, latency percentiles, recent lag, correctness).
+2. :func:`across_probes` combines the per-probe summaries with the *median*, so that one
+   faulty or dishonest probe (out of 2f+1) cannot move an operator outside the range the honest
+   probes observed.
+
+Arithmetic on the few values that decide a result (interpolation, means of two middle values) is
+done with :class:`fractions.Fraction` and rounded once, so results are exact where the answer is
+representable and correctly rounded otherwise: ``percentile([1, 2, 3, 4], 50) == 2.5`` and a
+median is never outside ``[min, max]`` of its inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from types import MappingProxyType
+
+__all__ = [
+    "EndpointStats",
+    "ProbeSamples",
+    "ProbeStats",
+    "across_probes",
+    "endpoint_stats",
+    "median",
+    "per_probe",
+    "percentile",
+]
+
+
+def _check_fraction(name: str, value: float | None) -> None:
+    if value is not None and not 0.0 <= value <= 1.0:  # also rejects NaN
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+
+
+def _check_non_negative(name: str, value: float | None) -> None:
+    if value is not None and not (value >= 0.0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+
+
+def _frozen_errors(errors: Mapping[str, int]) -> Mapping[str, int]:
+    for kind, count in errors.items():
+        if count < 0:
+            raise ValueError(f"error count for {kind!r} must be >= 0, got {count}")
+    # A read-only copy: the dataclass is frozen and must not change under the caller's feet.
+    return MappingProxyType(dict(errors))
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSamples:
+    """The raw samples of one (endpoint, probe) pair in the scoring window."""
+
+    total: int  # checks made
+    available: int  # checks the endpoint answered (ok)
+    correct: int  # judged correct
+    incorrect: int  # judged incorrect; unknown = total - correct - incorrect, not judged
+    latencies_ms: Sequence[float] = ()  # of the available checks
+    # Lag of the most recent available checks, newest first; the caller limits it to the policy's
+    # ``recent_lag_checks`` so that lag describes "now", not the whole window.
+    recent_lags_blocks: Sequence[int] = ()
+    errors: Mapping[str, int] = field(default_factory=dict)  # error kind -> count
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.available <= self.total:
+            raise ValueError(f"need 0 <= available <= total, got {self.available}/{self.total}")
+        if self.correct < 0 or self.incorrect < 0 or self.correct + self.incorrect > self.total:
+            raise ValueError(
+                f"need correct, incorrect >= 0 and correct + incorrect <= total, got "
+                f"{self.correct} + {self.incorrect} > {self.total}"
+            )
+        latencies = tuple(float(x) for x in self.latencies_ms)
+        for x in latencies:
+            _check_non_negative("latency_ms", x)
+        lags = tuple(int(x) for x in self.recent_lags_blocks)
+        if any(x < 0 for x in lags):
+            raise ValueError("lag_blocks must be >= 0")
+        # Normalise to immutable containers; frozen dataclasses need object.__setattr__ for that.
+        object.__setattr__(self, "latencies_ms", latencies)
+        object.__setattr__(self, "recent_lags_blocks", lags)
+        object.__setattr__(self, "errors", _frozen_errors(self.errors))
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeStats:
+    """What one probe saw of one endpoint over the window; None means "not measured"."""
+
+    availability: float | None  # available / total; None when total == 0
+    latency_p50_ms: float | None  # None when no latencies
+    latency_p95_ms: float | None
+    lag_blocks: float | None  # mean of the recent lags; None when there are none
+    correctness: float | None  # correct / (correct + incorrect); None when nothing was judged
+    samples: int  # checks (total)
+
+    def __post_init__(self) -> None:
+        _check_fraction("availability", self.availability)
+        _check_non_negative("latency_p50_ms", self.latency_p50_ms)
+        _check_non_negative("latency_p95_ms", self.latency_p95_ms)
+        _check_non_negative("lag_blocks", self.lag_blocks)
+        _check_fraction("correctness", self.correctness)
+        if self.samples < 0:
+            raise ValueError(f"samples must be >= 0, got {self.samples}")
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStats:
+    """One endpoint across all probes: each value is the median of the probes' values."""
+
+    availability: float | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    lag_blocks: float | None
+    correctness: float | None
+    samples: int  # sum over probes
+    probes: int  # probes with at least one sample
+    errors: Mapping[str, int] = field(default_factory=dict)  # summed over probes
+
+    def __post_init__(self) -> None:
+        _check_fraction("availability", self.availability)
+        _check_non_negative("latency_p50_ms", self.latency_p50_ms)
+        _check_non_negative("latency_p95_ms", self.latency_p95_ms)
+        _check_non_negative("lag_blocks", self.lag_blocks)
+        _check_fraction("correctness", self.correctness)
+        if self.samples < 0 or self.probes < 0:
+            raise ValueError("samples and probes must be >= 0")
+        object.__setattr__(self, "errors", _frozen_errors(self.errors))
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """The q-th percentile (q in [0, 100]) by linear interpolation between closest ranks.
+
+    Same definition as numpy's default (``method="linear"``): with the n values sorted,
+    position ``h = (n - 1) * q / 100`` and the result interpolates between ``x[floor(h)]`` and
+    ``x[floor(h) + 1]``. Linear rather than nearest-rank because it moves continuously with the
+    data and, for two values, the 50th percentile is their mean (the usual median). Computed
+    exactly and rounded once. Raises ValueError on no values, NaN/inf values or q outside [0, 100].
+    """
+    xs = sorted(float(v) for v in values)
+    if not xs:
+        raise ValueError("percentile of no values")
+    if not all(math.isfinite(x) for x in xs):
+        raise ValueError("percentile values must be finite")
+    if not 0.0 <= q <= 100.0:  # also rejects NaN
+        raise ValueError(f"q must be in [0, 100], got {q!r}")
+    h = Fraction(q) * (len(xs) - 1) / 100
+    lo = math.floor(h)
+    frac = h - lo
+    if frac == 0:
+        return xs[lo]
+    a, b = Fraction(xs[lo]), Fraction(xs[lo + 1])
+    return float(a + (b - a) * frac)
+
+
+def median(values: Iterable[float]) -> float:
+    """The median; for an even count the mean of the two middle values (= 50th percentile)."""
+    return percentile(values, 50)
+
+
+def _median_or_none(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return median(present) if present else None
+
+
+def per_probe(samples: ProbeSamples) -> ProbeStats:
+    """Summarise one probe's samples of one endpoint."""
+    s = samples
+    latencies = s.latencies_ms
+    judged = s.correct + s.incorrect
+    lags = s.recent_lags_blocks
+    return ProbeStats(
+        availability=s.available / s.total if s.total else None,
+        latency_p50_ms=percentile(latencies, 50) if latencies else None,
+        latency_p95_ms=percentile(latencies, 95) if latencies else None,
+        lag_blocks=float(Fraction(sum(lags), len(lags))) if lags else None,
+        correctness=s.correct / judged if judged else None,
+        samples=s.total,
+    )
+
+
+def across_probes(
+    stats: Sequence[ProbeStats],
+    errors: Mapping[str, int] | Iterable[Mapping[str, int]] = (),
+) -> EndpointStats:
+    """Combine the probes' statistics of one endpoint.
+
+    Each value is the median over the probes that measured it (None ignored; None if none did):
+    with 2f+1 probes of which f+1 are honest, the median stays within the honest probes' range.
+    ``errors`` is either one mapping (already summed) or one mapping per probe; counts are summed.
+    """
+    per_kind: dict[str, int] = {}
+    sources: Iterable[Mapping[str, int]] = [errors] if isinstance(errors, Mapping) else errors
+    for source in sources:
+        for kind, count in source.items():
+            per_kind[kind] = per_kind.get(kind, 0) + count
+    return EndpointStats(
+        availability=_median_or_none(p.availability for p in stats),
+        latency_p50_ms=_median_or_none(p.latency_p50_ms for p in stats),
+        latency_p95_ms=_median_or_none(p.latency_p95_ms for p in stats),
+        lag_blocks=_median_or_none(p.lag_blocks for p in stats),
+        correctness=_median_or_none(p.correctness for p in stats),
+        samples=sum(p.samples for p in stats),
+        probes=sum(1 for p in stats if p.samples > 0),
+        errors=per_kind,
+    )
+
+
+def endpoint_stats(samples: Iterable[ProbeSamples]) -> EndpointStats:
+    """Convenience: :func:`per_probe` for each probe's samples, then :func:`across_probes`."""
+    samples = list(samples)
+    return across_probes([per_probe(s) for s in samples], [s.errors for s in samples])

@@ -1,0 +1,61 @@
+"""The scheduled scoring job: every ``scoring_interval_s``, every chain and window, one run."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Engine
+
+from monitor.db.session import session_scope
+from monitor.scoring.policy import Policy
+from monitor.scoring.service import RunSummary, score_all
+from monitor.settings import Settings, parse_window
+
+log = logging.getLogger("monitor.scoring")
+
+
+def policy_from(settings: Settings) -> Policy:
+    return Policy(
+        min_probes=settings.min_probes,
+        window_s=parse_window(settings.windows[0]),
+        recent_lag_checks=settings.recent_lag_samples,
+    )
+
+
+def run_scoring(
+    engine: Engine, settings: Settings, *, as_of: datetime | None = None
+) -> list[RunSummary]:
+    as_of = as_of or datetime.now(UTC)
+    with session_scope(engine) as session:
+        return score_all(
+            session,
+            windows_s=[parse_window(w) for w in settings.windows],
+            as_of=as_of,
+            policy=policy_from(settings),
+        )
+
+
+def start_scheduler(engine: Engine, settings: Settings) -> BackgroundScheduler:
+    """A thread beside the API; a run that overruns is skipped, never stacked."""
+
+    def tick() -> None:
+        try:
+            summaries = run_scoring(engine, settings)
+            log.debug("scored %d chain-windows", len(summaries))
+        except Exception:  # keep the schedule alive; the next tick retries
+            log.exception("scoring run failed")
+
+    scheduler = BackgroundScheduler(timezone=UTC)
+    scheduler.add_job(
+        tick,
+        "interval",
+        seconds=settings.scoring_interval_s,
+        next_run_time=datetime.now(UTC),
+        max_instances=1,
+        coalesce=True,
+        id="scoring",
+    )
+    scheduler.start()
+    return scheduler

@@ -1,0 +1,108 @@
+"""GET /v1/scores and /v1/weights: served from the latest stored run, never from raw results."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Query, Request
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from monitor.db.models import Chain, Endpoint
+from monitor.db.session import session_scope
+from monitor.exceptions import NotFound, RequestError
+from monitor.registry.service import public_url
+from monitor.scoring.schemas import EndpointScore, EndpointWeight, ScoresOut, WeightsOut
+from monitor.scoring.service import latest_run, run_scores
+from monitor.settings import parse_window
+
+router = APIRouter(tags=["reputation"])
+
+
+class ScoresNotReady(RequestError):
+    status_code = 503
+    code = "scores_not_ready"
+
+
+def _load(request: Request, chain_id: int, window: str | None) -> ScoresOut:
+    windows: list[str] = request.app.state.settings.windows
+    window = window or windows[0]
+    if window not in windows:
+        raise RequestError(
+            f"window {window!r} is not computed; available: {', '.join(windows)}",
+            code="unknown_window",
+        )
+    with session_scope(request.app.state.engine) as session:
+        if session.get(Chain, chain_id) is None:
+            raise NotFound(f"chain {chain_id} is not in the registry", code="unknown_chain")
+        run = latest_run(session, chain_id=chain_id, window_s=parse_window(window))
+        if run is None:
+            raise ScoresNotReady(f"no scores computed yet for chain {chain_id}; retry shortly")
+        urls: dict[int, str] = {
+            row.id: row.url
+            for row in session.execute(
+                select(Endpoint.id, Endpoint.url).where(Endpoint.chain_id == chain_id)
+            )
+        }
+        scores = [
+            EndpointScore(
+                endpoint_id=s.endpoint_id,
+                operator_id=s.operator_id,
+                endpoint=public_url(urls[s.endpoint_id]),
+                availability=s.availability,
+                latency_p50_ms=s.latency_p50_ms,
+                latency_p95_ms=s.latency_p95_ms,
+                lag_blocks=s.lag_blocks,
+                lag_seconds=s.lag_seconds,
+                correctness=s.correctness,
+                samples=s.samples,
+                probes=s.probes,
+                score=s.score,
+                weight=s.weight,
+                weight_bps=s.weight_bps,
+                status=s.status,
+                reasons=json.loads(s.reasons),
+                errors=json.loads(s.errors),
+            )
+            for s in run_scores(session, run_id=run.id)
+        ]
+        return ScoresOut(chain_id=chain_id, window=window, as_of=run.as_of, scores=scores)
+
+
+@router.get(
+    "/v1/scores",
+    response_model=ScoresOut,
+    summary="Per-endpoint statistics, score, weight and the reasons for any exclusion",
+)
+async def get_scores(
+    request: Request,
+    chain_id: int = Query(gt=0),
+    window: str | None = Query(None, description="one of the computed windows, e.g. 5m"),
+) -> ScoresOut:
+    return await run_in_threadpool(_load, request, chain_id, window)
+
+
+@router.get(
+    "/v1/weights",
+    response_model=WeightsOut,
+    summary="Routing weights per endpoint: fractions summing to 1 and basis points to 10000",
+)
+async def get_weights(request: Request, chain_id: int = Query(gt=0)) -> WeightsOut:
+    scores = await run_in_threadpool(_load, request, chain_id, None)
+    weights = [
+        EndpointWeight(
+            endpoint_id=s.endpoint_id,
+            operator_id=s.operator_id,
+            endpoint=s.endpoint,
+            weight=s.weight,
+            weight_bps=s.weight_bps,
+        )
+        for s in scores.scores
+    ]
+    return WeightsOut(
+        chain_id=chain_id,
+        window=scores.window,
+        as_of=scores.as_of,
+        total_bps=sum(w.weight_bps for w in weights),
+        weights=weights,
+    )

@@ -1,0 +1,46 @@
+"""Settings from ``MONITOR_*`` environment variables, overridable by CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MONITOR_", extra="ignore")
+
+    # Storage: SQLite by default; postgresql+psycopg://... switches with no other change.
+    database_url: str = "sqlite:///monitor.db"
+
+    # Collector
+    host: str = "127.0.0.1"
+    port: int = 8000
+    scoring_interval_s: float = Field(15.0, gt=0)
+    # Windows the scoring job precomputes; the first one is the default and drives /v1/weights.
+    windows: list[str] = ["5m", "1h"]
+    recent_lag_samples: int = Field(3, ge=1)
+    min_probes: int = Field(1, ge=1)
+    clock_skew_s: float = Field(60.0, ge=0)  # a batch dated further in the future is rejected
+    request_skew_s: float = Field(300.0, ge=0)  # signed /v1/targets requests
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    max_results_per_batch: int = Field(20_000, gt=0)
+
+    # Probe
+    collector_url: str = "http://127.0.0.1:8000"
+    key_file: Path = Path("probe.key")
+    interval_s: float = Field(10.0, gt=0)
+    targets_refresh_s: float = Field(60.0, gt=0)
+    rpc_timeout_s: float = Field(5.0, gt=0)
+    concurrency: int = Field(256, ge=1)
+    max_response_bytes: int = Field(1024 * 1024, gt=0)
+
+
+def parse_window(text: str) -> int:
+    """'30s', '5m', '1h', '7d' -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip()
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit() or int(text[:-1]) <= 0:
+        raise ValueError(f"window {text!r} is not like 30s, 5m, 1h or 7d")
+    return int(text[:-1]) * units[text[-1]]
