@@ -15,21 +15,39 @@ import httpx
 
 from monitor.exceptions import RpcMalformed, RpcUnavailable
 
-_HEX_QUANTITY = re.compile(r"^0x(0|[1-9a-f][0-9a-f]*)$", re.IGNORECASE)
-_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_HEX_QUANTITY = re.compile(r"0x(0|[1-9a-fA-F][0-9a-fA-F]*)")
+_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
+# Strings are matched whole, so brackets inside them do not count towards nesting.
+_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+MAX_JSON_DEPTH = 64  # JSON-RPC answers we read nest a few levels; deeper is an attack
+MAX_QUANTITY = 2**63 - 1  # what the database and the signed results hold
 _ids = itertools.count(1)
 
 
 def parse_quantity(value: Any, what: str) -> int:
-    if not isinstance(value, str) or not _HEX_QUANTITY.match(value):
+    if not isinstance(value, str) or not _HEX_QUANTITY.fullmatch(value):
         raise RpcMalformed(f"{what}: expected a hex quantity, got {_short(value)}")
-    return int(value, 16)
+    number = int(value, 16)
+    if number > MAX_QUANTITY:
+        raise RpcMalformed(f"{what}: {_short(value)} is beyond 2**63 - 1")
+    return number
 
 
 def parse_hash(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _HASH.match(value):
+    if not isinstance(value, str) or not _HASH.fullmatch(value):
         raise RpcMalformed(f"{what}: expected a 32-byte hex hash, got {_short(value)}")
     return value.lower()
+
+
+def _json_depth(body: bytes) -> int:
+    depth = deepest = 0
+    for token in _JSON_TOKENS.findall(body):
+        if token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return deepest
 
 
 def _short(value: Any) -> str:
@@ -88,9 +106,13 @@ class RpcClient:
 
 
 def _decode(body: bytes, method: str, request_id: int) -> Any:
+    # json.loads recurses in C: a deeply nested answer would exhaust the stack (and crash the
+    # process where a library has raised the recursion limit), so refuse it before parsing.
+    if _json_depth(body) > MAX_JSON_DEPTH:
+        raise RpcMalformed(f"{method}: answer nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         message = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise RpcMalformed(f"{method}: answer is not JSON") from None
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
         raise RpcMalformed(f"{method}: answer is not a JSON-RPC 2.0 object")

@@ -10,7 +10,6 @@ from typing import Any, Literal
 
 import uvicorn
 
-
 Lifespan = Literal["auto", "on", "off"]
 
 

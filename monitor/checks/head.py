@@ -26,7 +26,7 @@ async def check(round_: ChainRound) -> None:
     round_.reference_head = reference
     if reference is None:
         return
-    tolerance = head_ahead_tolerance(round_.chain.confirmations)
+    tolerance = head_ahead_tolerance(round_.chain.confirmations, round_.chain.block_time_s)
     for obs in answered:
         if obs.head is not None and obs.head > reference + tolerance:
             obs.mark_incorrect("head_ahead")

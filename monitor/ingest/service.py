@@ -51,6 +51,7 @@ def ingest_batch(
             f"{len(batch.results)} results in one batch; the limit is {max_results}"
         )
     signer = verify_batch(batch)  # results hash, count, then the signature itself
+    signature = batch.signature.lower()  # hex case carries no meaning; compare and store one form
 
     probe = session.scalar(select(Probe).where(Probe.address == signer))
     if probe is None or not probe.active:
@@ -69,7 +70,7 @@ def ingest_batch(
         select(Batch).where(Batch.probe_id == probe.id, Batch.batch_id == message.batchId)
     )
     if existing is not None:
-        if existing.results_hash == message.resultsHash and existing.signature == batch.signature:
+        if existing.results_hash == message.resultsHash and existing.signature == signature:
             return BatchAck(
                 batch_id=message.batchId,
                 probe=signer,
@@ -131,7 +132,7 @@ def ingest_batch(
         created_at=created_at,
         received_at=now,
         results_hash=message.resultsHash,
-        signature=batch.signature,
+        signature=signature,
         result_count=len(rows),
         body=body.decode(),
     )

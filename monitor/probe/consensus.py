@@ -29,9 +29,14 @@ def reference_head(heads: Sequence[int]) -> int | None:
     return ordered[head_quorum(len(ordered)) - 1]
 
 
-def head_ahead_tolerance(confirmations: int) -> int:
-    """Blocks above the reference a head may be before it counts as a head nobody confirms."""
-    return max(confirmations, 2)
+def head_ahead_tolerance(confirmations: int, block_time_s: float) -> int:
+    """Blocks above the reference a head may be before it counts as a head nobody confirms.
+
+    A minute of blocks (and at least ``confirmations``): with few endpoints the reference is the
+    lower of two heads, and an honest node must not be called a liar because its peers lag a few
+    blocks. A head a minute beyond everyone else's is not credible.
+    """
+    return max(confirmations, 2, math.ceil(60 / block_time_s))
 
 
 def canonical_hash(hashes: Sequence[str]) -> str | None:

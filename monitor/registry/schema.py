@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import yaml
 from eth_utils import is_address, to_checksum_address
@@ -40,6 +41,15 @@ class ChainEntry(_Strict):
 class EndpointEntry(_Strict):
     chain_id: int = Field(gt=0)
     url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")]
+
+    @field_validator("url")
+    @classmethod
+    def _parsable(cls, value: str) -> str:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError on a port that is not a number in range
+        if not parts.hostname:
+            raise ValueError("URL has no host")
+        return value
 
 
 class OperatorEntry(_Strict):
@@ -96,18 +106,21 @@ def _duplicates(section: str, field: str, values: list[Any]) -> list[str]:
 
 
 def _describe_location(data: Any, loc: tuple[int | str, ...]) -> str:
-    """('operators', 1, 'endpoints', 0, 'url') -> 'operators[1] (id=bravo).endpoints[0].url'."""
+    """('operators', 1, 'endpoints', 0, 'url') -> 'operators[1] (id=bravo).endpoints[0].url'.
+
+    Only a top-level entry is named by its key, which is how a reader finds it in the file.
+    """
     out = ""
     node = data
-    for part in loc:
+    for depth, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
             try:
                 node = node[part]
             except (IndexError, KeyError, TypeError):
                 node = None
-            if isinstance(node, dict):
-                key = next((k for k in ("id", "chain_id", "name", "address") if k in node), None)
+            if depth == 1 and isinstance(node, dict):
+                key = next((k for k in ("id", "chain_id", "address", "name") if k in node), None)
                 if key is not None:
                     out += f" ({key}={node[key]})"
         else:

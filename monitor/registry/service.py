@@ -15,9 +15,8 @@ from monitor.probe.targets import ChainTarget, EndpointTarget, Targets
 def public_url(url: str) -> str:
     """scheme://host[:port] only: paths, queries and user info often hold operators' API keys."""
     parts = urlsplit(url)
-    host = parts.hostname or "?"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}"
+    # netloc keeps IPv6 brackets and the port as written; drop any user:password@ in front.
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def require_active_probe(session: Session, *, address: str) -> Probe:

@@ -76,7 +76,7 @@ def _load(request: Request, chain_id: int, window: str | None) -> ScoresOut:
 )
 async def get_scores(
     request: Request,
-    chain_id: int = Query(gt=0),
+    chain_id: int = Query(gt=0, le=2**63 - 1),
     window: str | None = Query(None, description="one of the computed windows, e.g. 5m"),
 ) -> ScoresOut:
     return await run_in_threadpool(_load, request, chain_id, window)
@@ -87,7 +87,7 @@ async def get_scores(
     response_model=WeightsOut,
     summary="Routing weights per endpoint: fractions summing to 1 and basis points to 10000",
 )
-async def get_weights(request: Request, chain_id: int = Query(gt=0)) -> WeightsOut:
+async def get_weights(request: Request, chain_id: int = Query(gt=0, le=2**63 - 1)) -> WeightsOut:
     scores = await run_in_threadpool(_load, request, chain_id, None)
     weights = [
         EndpointWeight(

@@ -156,9 +156,7 @@ def test_removed_entries_are_deactivated_and_come_back(engine: Engine) -> None:
     assert summary_counts(apply(engine, smaller)) == counts()
 
     summary = apply(engine, doc())
-    assert summary_counts(summary) == counts(
-        updated={"operators": 1, "endpoints": 2, "probes": 1}
-    )
+    assert summary_counts(summary) == counts(updated={"operators": 1, "endpoints": 2, "probes": 1})
     assert row_counts(engine) == before_rows
     assert all(all(flags.values()) for flags in state(engine).values())
 
@@ -221,9 +219,7 @@ def test_a_changed_url_is_a_new_endpoint(engine: Engine) -> None:
     changed = doc()
     changed["operators"][1]["endpoints"][0]["url"] = "http://bravo/v2"
     summary = apply(engine, changed)
-    assert summary_counts(summary) == counts(
-        created={"endpoints": 1}, deactivated={"endpoints": 1}
-    )
+    assert summary_counts(summary) == counts(created={"endpoints": 1}, deactivated={"endpoints": 1})
     endpoints = state(engine)["endpoints"]
     assert endpoints[("bravo", 1, "http://bravo/")] is False
     assert endpoints[("bravo", 1, "http://bravo/v2")] is True

@@ -1,0 +1,346 @@
+"""The head check through run_chain, against the simnet and hand-written nodes over loopback.
+
+The helpers here (FakeNodes, checks_network, run_checks) are shared with the other check tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from monitor.checks import head
+from monitor.checks.base import CheckFn
+from monitor.checks.registry import CHECKS
+from monitor.ingest.schemas import ProbeResult
+from monitor.probe.rounds import run_chain
+from monitor.probe.targets import ChainTarget, EndpointTarget
+from monitor.rpc import RpcClient
+from monitor.serving import ServerThread
+from monitor.simnet import SimChain, SimnetServer, SimOperator
+
+CHAIN_ID = 4243
+BLOCK_TIME_S = 0.5
+CONFIRMATIONS = 1
+LEAD = 1000
+SLOW_DELAY_S = 0.1
+TIMEOUT_S = 2.0
+
+SIM_OPERATORS = [
+    SimOperator("healthy-a", "healthy", CHAIN_ID),
+    SimOperator("healthy-b", "healthy", CHAIN_ID),
+    SimOperator("slow", "slow", CHAIN_ID, delay_s=SLOW_DELAY_S),
+    SimOperator("fork", "fork", CHAIN_ID),
+    SimOperator("lagging", "lagging", CHAIN_ID, lag_blocks=4),
+    SimOperator("wrongchain", "wrong_chain", CHAIN_ID),
+    SimOperator("malformed", "malformed", CHAIN_ID),
+    SimOperator("down", "down", CHAIN_ID),
+]
+
+
+@dataclass(frozen=True)
+class Node:
+    """A hand-written node serving the SimChain, with one twist."""
+
+    chain_id_offset: int = 0  # answer eth_chainId with chain_id + offset
+    head_lead: int = 0  # claim this many blocks above the real head
+    hang: bool = False  # never answer (until the server is released)
+    block: str = "good"  # good | null | wrong_number | bad_hash | newline_hash
+
+
+class FakeNodes(ServerThread):
+    """``POST /{name}`` for each node in ``nodes``."""
+
+    def __init__(self, chain: SimChain, nodes: Mapping[str, Node]) -> None:
+        self.chain = chain
+        self.nodes = dict(nodes)
+        self.release = threading.Event()
+        app = Starlette(routes=[Route("/{name}", self._rpc, methods=["POST"])])
+        super().__init__(app, name="fake-nodes")
+
+    async def _rpc(self, request: Request) -> Response:
+        node = self.nodes.get(request.path_params["name"])
+        if node is None:
+            return PlainTextResponse("unknown node", status_code=404)
+        payload = json.loads(await request.body())
+        if node.hang:
+            deadline = time.monotonic() + 30.0  # bounded even if never released
+            while not self.release.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        method, params = payload["method"], payload.get("params", [])
+        chain_head = self.chain.height() + node.head_lead
+        result: Any
+        if method == "eth_chainId":
+            result = hex(self.chain.chain_id + node.chain_id_offset)
+        elif method == "eth_blockNumber":
+            result = hex(chain_head)
+        elif method == "eth_getBlockByNumber":
+            result = self._block(node, int(params[0], 16), chain_head)
+        else:
+            error = {"code": -32601, "message": f"no method {method}"}
+            return JSONResponse({"jsonrpc": "2.0", "id": payload["id"], "error": error})
+        return JSONResponse({"jsonrpc": "2.0", "id": payload["id"], "result": result})
+
+    def _block(self, node: Node, height: int, chain_head: int) -> dict[str, str] | None:
+        if height > chain_head or node.block == "null":
+            return None
+        number, block_hash = hex(height), self.chain.block_hash(height)
+        if node.block == "wrong_number":
+            number = hex(height + 1)
+        elif node.block == "bad_hash":
+            block_hash = "0x1234"
+        elif node.block == "newline_hash":
+            block_hash += "\n"
+        return {"number": number, "hash": block_hash}
+
+    def stop(self) -> None:
+        self.release.set()  # let hung handlers return before the server shuts down
+        super().stop()
+
+
+@dataclass
+class ChecksNet:
+    sim: SimnetServer
+    fake: FakeNodes
+    chain: SimChain
+    start_height: int
+
+    def url(self, name: str) -> str:
+        return self.fake.url + f"/{name}" if name in self.fake.nodes else self.sim.url_for(name)
+
+    def target(self, *names: str, confirmations: int = CONFIRMATIONS) -> ChainTarget:
+        endpoints = [
+            EndpointTarget(endpoint_id=i, operator_id=name, url=self.url(name))
+            for i, name in enumerate(names, start=1)
+        ]
+        return ChainTarget(
+            chain_id=CHAIN_ID,
+            name="checks",
+            block_time_s=BLOCK_TIME_S,
+            confirmations=confirmations,
+            endpoints=endpoints,
+        )
+
+
+@contextlib.contextmanager
+def checks_network(nodes: Mapping[str, Node], *, wait_blocks: int = 0) -> Iterator[ChecksNet]:
+    """The simnet (SIM_OPERATORS) and ``nodes`` on one SimChain. ``wait_blocks``: blocks to let
+    pass after the simnet's start, so that the fork has diverged at the check height."""
+    chain = SimChain(CHAIN_ID, BLOCK_TIME_S)
+    with SimnetServer(SIM_OPERATORS, {CHAIN_ID: chain}) as sim, FakeNodes(chain, nodes) as fake:
+        assert isinstance(fake, FakeNodes)
+        control = httpx.get(f"{sim.url}/_control", timeout=5.0).json()
+        start_height = control["start_heights"][str(CHAIN_ID)]
+        deadline = time.monotonic() + (wait_blocks + 2) * BLOCK_TIME_S + 5.0
+        while chain.height() < start_height + wait_blocks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert chain.height() >= start_height + wait_blocks
+        yield ChecksNet(sim, fake, chain, start_height)
+
+
+async def _run(target: ChainTarget, checks: Mapping[str, CheckFn], timeout_s: float) -> Any:
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        rpc = RpcClient(client, timeout_s=timeout_s, max_response_bytes=1024 * 1024)
+        return await run_chain(target, rpc=rpc, semaphore=asyncio.Semaphore(16), checks=checks)
+
+
+def run_checks(
+    target: ChainTarget,
+    checks: Mapping[str, CheckFn] = CHECKS,
+    *,
+    timeout_s: float = TIMEOUT_S,
+) -> dict[str, ProbeResult]:
+    """One round of ``target`` through ``checks``; results by operator id, in endpoint order."""
+    results: list[ProbeResult] = asyncio.run(_run(target, checks, timeout_s))
+    assert [r.endpoint_id for r in results] == [e.endpoint_id for e in target.endpoints]
+    return {r.operator_id: r for r in results}
+
+
+def assert_consistent(r: ProbeResult, target: ChainTarget) -> None:
+    """The invariants every result holds, whatever the endpoint did."""
+    assert r.chain_id == target.chain_id
+    if r.reference_head is not None:
+        assert r.check_height == max(0, r.reference_head - target.confirmations)
+    if r.ok and r.head is not None and r.reference_head is not None:
+        assert r.lag_blocks == max(0, r.reference_head - r.head)
+        assert r.lag_ms == round(r.lag_blocks * target.block_time_s * 1000)
+    else:
+        assert r.lag_blocks is None and r.lag_ms is None
+    if r.ok:
+        assert r.correct is not False or r.error in {
+            "malformed",
+            "wrong_chain",
+            "wrong_hash",
+            "head_ahead",
+        }
+    else:
+        assert r.error in {"timeout", "transport", "http_status", "rpc_error"}
+        assert r.latency_us is None and r.correct is None
+    if r.head is not None and r.ok:
+        assert r.latency_us is not None and r.latency_us > 0
+
+
+FAKE_NODES = {
+    "liar": Node(head_lead=LEAD),
+    "liar-b": Node(head_lead=LEAD),
+    "huge-liar": Node(head_lead=2**64),
+    "hung": Node(hang=True),
+}
+MIX = (
+    "healthy-a",
+    "healthy-b",
+    "slow",
+    "fork",
+    "lagging",
+    "wrongchain",
+    "malformed",
+    "down",
+    "liar",
+)
+
+
+@pytest.fixture(scope="module")
+def net() -> Iterator[ChecksNet]:
+    with checks_network(FAKE_NODES) as n:
+        yield n
+
+
+@pytest.fixture(scope="module")
+def mix(net: ChecksNet) -> tuple[ChainTarget, dict[str, ProbeResult], int, int, int]:
+    """One full round of the mix; with the chain height just before and after it and the
+    round's start time (ms)."""
+    target = net.target(*MIX)
+    before, started_ms = net.chain.height(), time.time_ns() // 1_000_000
+    results = run_checks(target)
+    return target, results, before, net.chain.height(), started_ms
+
+
+def test_reference_head_is_the_honest_head(mix: Any) -> None:
+    _, results, before, after, _ = mix
+    references = {r.reference_head for r in results.values()}
+    assert len(references) == 1
+    reference = references.pop()
+    assert reference is not None
+    assert before <= reference <= after
+    honest = [results[n].head for n in ("healthy-a", "healthy-b", "slow", "fork")]
+    assert all(h is not None and reference - 1 <= h <= reference + 1 for h in honest)
+
+
+def test_liar_far_ahead_is_head_ahead(mix: Any) -> None:
+    _, results, _, after, _ = mix
+    liar = results["liar"]
+    assert liar.ok is True
+    assert liar.error == "head_ahead"
+    assert liar.correct is False
+    assert liar.head is not None and liar.head >= after + LEAD - 1
+    assert liar.lag_blocks == 0  # above the reference, never negative
+    assert liar.block_hash is None  # not asked once incorrect
+
+
+def test_healthy_and_slow_are_correct_and_on_time(mix: Any) -> None:
+    _, results, _, _, _ = mix
+    for name in ("healthy-a", "healthy-b", "slow"):
+        r = results[name]
+        assert (r.ok, r.error, r.correct) == (True, None, True), name
+        assert r.lag_blocks is not None and r.lag_blocks <= 1
+        assert r.latency_us is not None and r.latency_us > 0
+    assert results["slow"].latency_us >= SLOW_DELAY_S * 1_000_000  # type: ignore[operator]
+
+
+def test_lagging_endpoint_lags(mix: Any) -> None:
+    _, results, _, _, _ = mix
+    r = results["lagging"]
+    assert r.ok is True and r.error is None
+    assert r.lag_blocks is not None and 3 <= r.lag_blocks <= 5
+    assert r.lag_ms == r.lag_blocks * 500
+
+
+def test_unavailable_and_incorrect_have_no_head(mix: Any) -> None:
+    _, results, _, _, _ = mix
+    down = results["down"]
+    assert (down.ok, down.error, down.correct, down.head, down.latency_us) == (
+        False,
+        "http_status",
+        None,
+        None,
+        None,
+    )
+    for name, error in (("wrongchain", "wrong_chain"), ("malformed", "malformed")):
+        r = results[name]
+        assert (r.ok, r.error, r.correct, r.head) == (True, error, False, None), name
+
+
+def test_every_result_is_consistent(mix: Any) -> None:
+    target, results, _, _, started_ms = mix
+    for r in results.values():
+        assert_consistent(r, target)
+        assert started_ms - 1000 <= r.observed_at_ms <= time.time_ns() // 1_000_000
+
+
+def test_head_check_alone_classifies_malformed_head(net: ChecksNet) -> None:
+    # The simnet's malformed node answers eth_blockNumber with valid JSON-RPC and "0xZZ".
+    target = net.target("healthy-a", "healthy-b", "malformed", "down")
+    results = run_checks(target, {"head": head.check})
+    assert (results["malformed"].ok, results["malformed"].error) == (True, "malformed")
+    assert results["malformed"].correct is False
+    assert results["down"].error == "http_status"
+    for name in ("healthy-a", "healthy-b"):
+        r = results[name]
+        # No hash check ran: correctness is unknown, never assumed.
+        assert (r.error, r.correct, r.check_height) == (None, None, None)
+        assert r.reference_head is not None and r.lag_blocks is not None and r.lag_blocks <= 1
+
+
+def test_single_endpoint_sets_its_own_reference(net: ChecksNet) -> None:
+    results = run_checks(net.target("healthy-a"), {"head": head.check})
+    r = results["healthy-a"]
+    assert r.reference_head == r.head and r.lag_blocks == 0
+
+
+def test_a_liar_among_two_cannot_lift_the_reference(net: ChecksNet) -> None:
+    results = run_checks(net.target("healthy-a", "liar"))
+    honest, liar = results["healthy-a"], results["liar"]
+    assert honest.reference_head == honest.head  # quorum of 2: the lower of the two
+    assert (honest.lag_blocks, honest.error) == (0, None)
+    assert liar.error == "head_ahead" and liar.correct is False
+    # One honest hash alone is no majority of two agreeing: unknown, not correct.
+    assert honest.correct is None
+
+
+def test_hung_endpoint_does_not_delay_the_others(net: ChecksNet) -> None:
+    timeout_s = 0.5
+    target = net.target("healthy-a", "hung", "healthy-b", "slow")
+    started = time.monotonic()
+    results = run_checks(target, timeout_s=timeout_s)
+    elapsed = time.monotonic() - started
+    # The hung node costs one timeout (it is not asked again), concurrently with the others.
+    assert elapsed < timeout_s + 3 * SLOW_DELAY_S + 0.7
+    hung = results["hung"]
+    assert (hung.ok, hung.error, hung.correct, hung.head, hung.latency_us) == (
+        False,
+        "timeout",
+        None,
+        None,
+        None,
+    )
+    for name in ("healthy-a", "healthy-b", "slow"):
+        assert (results[name].ok, results[name].correct) == (True, True), name
+
+
+def test_liar_beyond_uint63_does_not_break_the_round(net: ChecksNet) -> None:
+    results = run_checks(net.target("healthy-a", "healthy-b", "huge-liar"))
+    # Beyond what a result can hold (2**63 - 1): the answer itself is malformed.
+    assert (results["huge-liar"].error, results["huge-liar"].correct) == ("malformed", False)
+    assert results["healthy-a"].correct is True

@@ -1,0 +1,313 @@
+"""The deployment as separate OS processes, each started through the real CLI: simnet, collector
+(``monitor serve``) and three probes. The collector is stopped for a while and started again on
+the same port; the probes keep working from their outboxes and nothing is lost or duplicated."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from monitor import simnet
+from monitor.db.models import Batch, Probe
+from monitor.db.session import make_engine, session_scope
+from monitor.demo import free_port
+
+pytestmark = pytest.mark.e2e
+
+PROBES = 3
+INTERVAL_S = 1.0
+WARMUP_S = 5.0
+OUTAGE_S = 6.0
+STARTUP_TIMEOUT_S = 30.0
+WEIGHTS_TIMEOUT_S = 20.0
+DRAIN_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+
+class Processes:
+    """Children started through ``python -m monitor.cli``; each logs to a file in ``logdir``."""
+
+    def __init__(self, logdir: Path, env: dict[str, str]) -> None:
+        self.logdir = logdir
+        self.env = env
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.stopped: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        with (self.logdir / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "monitor.cli", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.logdir,
+                start_new_session=True,
+            )
+        self.children.append((name, proc))
+        return proc
+
+    def run(self, name: str, *args: str) -> str:
+        """A one-shot command; its stdout, or a failure with its output."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "monitor.cli", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.logdir,
+            timeout=60,
+        )
+        assert proc.returncode == 0, f"{name}: {proc.stdout}\n{proc.stderr}"
+        return proc.stdout
+
+    def check_alive(self) -> None:
+        """Fail fast when a child died on its own (not stopped by the test)."""
+        for name, proc in self.children:
+            if proc.poll() is not None and proc not in self.stopped:
+                raise AssertionError(f"{name} exited with {proc.returncode}")
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM, then SIGKILL when it does not exit in time; the exit code after SIGTERM, or
+        None when it had to be killed."""
+        self.stopped.append(proc)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+            return None
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for _, proc in reversed(self.children):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"----- {path.name} -----\n{path.read_text(errors='replace')}"
+            for path in sorted(self.logdir.glob("*.log"))
+        )
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
+    procs = Processes(tmp_path, env)
+    try:
+        yield procs
+    finally:
+        procs.stop_all()
+        print(procs.logs())  # shown by pytest when the test failed
+
+
+def wait_for(
+    what: str, condition: Callable[[], Any], procs: Processes, timeout: float, step: float = 0.1
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        procs.check_alive()
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(step)
+
+
+def responds(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def outbox_counts(outbox: Path) -> tuple[int, int]:
+    """(pending, rejected) in a probe's outbox, read while the probe may be writing it."""
+    if not outbox.exists():
+        return (-1, -1)
+    db = sqlite3.connect(outbox, timeout=5)
+    try:
+        pending = db.execute("SELECT count(*) FROM pending").fetchone()[0]
+        rejected = db.execute("SELECT count(*) FROM rejected").fetchone()[0]
+        return (int(pending), int(rejected))
+    except sqlite3.OperationalError:  # tables not created yet
+        return (-1, -1)
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_collector_restart_loses_and_duplicates_nothing(
+    database_url: str, processes: Processes, tmp_path: Path
+) -> None:
+    procs = processes
+    sim_port, api_port = free_port(), free_port()
+    api = f"http://127.0.0.1:{api_port}"
+    db_flag = ("--database-url", database_url)
+
+    keys = [tmp_path / f"probe-{i}.key" for i in range(PROBES)]
+    addresses = [procs.run("keygen", "keygen", "--out", str(k)).strip() for k in keys]
+    registry = tmp_path / "registry.yaml"
+    simnet.write_registry(
+        registry,
+        simnet.DEMO_OPERATORS,
+        simnet.demo_chains(),
+        url_base=f"http://127.0.0.1:{sim_port}",
+        probes=[
+            {"address": a, "name": f"probe-{i}", "region": f"region-{i}"}
+            for i, a in enumerate(addresses)
+        ],
+    )
+    procs.run("db upgrade", "db", "upgrade", *db_flag)
+    applied = procs.run("registry apply", "registry", "apply", str(registry), *db_flag)
+    assert f"probes: {PROBES} created" in applied
+
+    procs.env["MONITOR_SCORING_INTERVAL_S"] = "1"
+    serve_args = ("serve", "--port", str(api_port), *db_flag)
+    procs.start("simnet", "simnet", "--port", str(sim_port))
+    collector = procs.start("collector-1", *serve_args)
+    wait_for(
+        "the simnet",
+        lambda: responds(f"http://127.0.0.1:{sim_port}/_control"),
+        procs,
+        STARTUP_TIMEOUT_S,
+    )
+    wait_for("the collector", lambda: responds(f"{api}/healthz"), procs, STARTUP_TIMEOUT_S)
+    probes = [
+        procs.start(
+            f"probe-{i}",
+            "probe",
+            "--collector",
+            api,
+            "--key",
+            str(k),
+            "--interval",
+            str(INTERVAL_S),
+        )
+        for i, k in enumerate(keys)
+    ]
+    outboxes = [k.with_name(k.name + ".outbox.sqlite") for k in keys]
+
+    # 1. Running: the collector ranks the healthy operator first, the forked one at zero.
+    time.sleep(WARMUP_S)
+
+    def ranked() -> dict[str, float] | None:
+        response = httpx.get(
+            f"{api}/v1/weights", params={"chain_id": simnet.DEMO_CHAIN_ID}, timeout=5
+        )
+        if response.status_code != 200:
+            return None
+        weights = {w["operator_id"]: w["weight"] for w in response.json()["weights"]}
+        if set(weights) != {"alpha", "bravo", "charlie", "delta"}:
+            return None
+        top = max(weights, key=lambda o: weights[o])
+        return weights if top == "alpha" and weights["charlie"] == 0 else None
+
+    weights = wait_for(
+        "alpha first, charlie at 0 in /v1/weights", ranked, procs, WEIGHTS_TIMEOUT_S, step=0.5
+    )
+    assert all(weights["alpha"] > weights[o] for o in ("bravo", "charlie", "delta")), weights
+
+    # 2. The collector goes away; the probes keep running rounds into their outboxes.
+    # uvicorn re-raises the SIGTERM it handled once shut down gracefully: -15 is a clean stop.
+    assert procs.stop(collector) in (0, -signal.SIGTERM), "the collector did not stop on SIGTERM"
+    outage_start = datetime.now(UTC)
+    time.sleep(OUTAGE_S)
+    procs.check_alive()
+    assert not responds(f"{api}/healthz")
+    assert all(outbox_counts(o)[0] >= OUTAGE_S / INTERVAL_S - 2 for o in outboxes), [
+        outbox_counts(o) for o in outboxes
+    ]
+    outage_end = datetime.now(UTC)
+
+    # 3. Back on the same port: the outboxes drain.
+    procs.start("collector-2", *serve_args)
+    wait_for(
+        "the restarted collector", lambda: responds(f"{api}/healthz"), procs, STARTUP_TIMEOUT_S
+    )
+    wait_for(
+        "every outbox to drain",
+        lambda: all(outbox_counts(o)[0] == 0 for o in outboxes),
+        procs,
+        DRAIN_TIMEOUT_S,
+        step=0.2,
+    )
+
+    # 4. Stop each probe just after it delivered a batch (between two rounds, so no batch is
+    #    made and left undelivered at the moment it stops). They must exit 0 promptly.
+    engine = make_engine(database_url)
+    try:
+
+        def delivered(address: str) -> int:
+            with session_scope(engine) as session:
+                return (
+                    session.scalar(
+                        select(func.count())
+                        .select_from(Batch)
+                        .join(Probe, Probe.id == Batch.probe_id)
+                        .where(Probe.address == address)
+                    )
+                    or 0
+                )
+
+        for proc, address, outbox in zip(probes, addresses, outboxes, strict=True):
+            before = delivered(address)
+
+            def fresh(a: str = address, o: Path = outbox, n: int = before) -> bool:
+                return delivered(a) > n and outbox_counts(o)[0] == 0
+
+            wait_for(
+                f"a fresh delivery from {address}",
+                fresh,
+                procs,
+                10 * INTERVAL_S,
+                step=0.05,
+            )
+            assert procs.stop(proc) == 0, f"probe {address} did not exit 0 within 10 s"
+
+        # 5. Every round of every probe is in the database exactly once; some arrived late.
+        with session_scope(engine) as session:
+            rows = session.execute(
+                select(Probe.address, Batch.batch_id, Batch.created_at, Batch.received_at).join(
+                    Probe, Probe.id == Batch.probe_id
+                )
+            ).all()
+    finally:
+        engine.dispose()
+
+    keys_seen = [(r.address, r.batch_id) for r in rows]
+    assert len(keys_seen) == len(set(keys_seen)), "a (probe, batch_id) is stored twice"
+    for address, outbox in zip(addresses, outboxes, strict=True):
+        pending, rejected = outbox_counts(outbox)
+        mine = sorted((r for r in rows if r.address == address), key=lambda r: r.created_at)
+        rounds = len(mine) + pending + rejected
+        assert (pending, rejected) == (0, 0), address
+        assert len(mine) == rounds
+        # No gap in the sequence of rounds: none lost while the collector was down.
+        gaps = [(b.created_at - a.created_at).total_seconds() for a, b in itertools.pairwise(mine)]
+        assert max(gaps) < 2.5 * INTERVAL_S, (address, gaps)
+        late = [r for r in mine if outage_start <= r.created_at <= outage_end]
+        assert len(late) >= OUTAGE_S / INTERVAL_S - 2, (address, len(late))
+        # Made during the outage, so necessarily delivered after it, from the outbox.
+        assert all(r.received_at >= outage_end - timedelta(seconds=0.5) for r in late), address

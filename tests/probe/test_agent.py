@@ -1,0 +1,214 @@
+"""ProbeAgent against the real collector over loopback, on SQLite and PostgreSQL: rounds are
+queued durably, delivered once, kept while the collector is away, set aside when refused."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import sqlite3
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from sqlalchemy import Engine, func, select
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from monitor.db.models import Batch, Result
+from monitor.db.session import session_scope
+from monitor.probe.agent import ProbeAgent
+from monitor.probe.outbox import Outbox
+from monitor.probe.targets import Targets
+from monitor.serving import ServerThread
+from monitor.settings import Settings
+from tests.conftest import Network
+
+OPERATORS = 4  # the demo network: alpha, bravo, charlie, delta
+
+
+def closed_port_url() -> str:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}"
+
+
+def stored_batches(engine: Engine) -> dict[str, int]:
+    """batch_id -> number of Batch rows with it."""
+    with session_scope(engine) as session:
+        rows = session.execute(select(Batch.batch_id, func.count()).group_by(Batch.batch_id)).all()
+    return {batch_id: count for batch_id, count in rows}
+
+
+def result_count(engine: Engine) -> int:
+    with session_scope(engine) as session:
+        return session.scalar(select(func.count()).select_from(Result)) or 0
+
+
+async def fetch_targets(settings: Settings, account: LocalAccount, tmp_path: Path) -> Targets:
+    outbox = Outbox(tmp_path / "targets-only.outbox.sqlite")
+    agent = ProbeAgent(settings=settings, account=account, outbox=outbox)
+    try:
+        assert await agent.refresh_targets()
+        assert agent.targets is not None
+        return agent.targets
+    finally:
+        await agent.aclose()
+        outbox.close()
+
+
+def test_round_and_delivery_empty_the_outbox(
+    network: Network, collector: ServerThread, engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(update={"collector_url": collector.url})
+
+    async def scenario() -> tuple[list[str | None], int, bool, int]:
+        outbox = Outbox(tmp_path / "probe.outbox.sqlite")
+        agent = ProbeAgent(settings=settings, account=network.probes[0], outbox=outbox)
+        try:
+            batch_ids = [await agent.round()]
+            queued = outbox.depth()
+            delivered = await agent.deliver_pending()
+            return batch_ids, queued, delivered, outbox.depth()
+        finally:
+            await agent.aclose()
+            outbox.close()
+
+    batch_ids, queued, delivered, depth = asyncio.run(scenario())
+    assert all(batch_ids)
+    assert (queued, delivered, depth) == (1, True, 0)
+    assert stored_batches(engine) == {batch_id: 1 for batch_id in batch_ids if batch_id}
+    assert result_count(engine) == OPERATORS
+
+
+def test_collector_down_keeps_batches_until_it_is_back(
+    network: Network, collector: ServerThread, engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    live = settings.model_copy(update={"collector_url": collector.url})
+    dead = settings.model_copy(update={"collector_url": closed_port_url()})
+    account = network.probes[1]
+    outbox_path = tmp_path / "probe.outbox.sqlite"
+
+    async def offline() -> list[str]:
+        targets = await fetch_targets(live, account, tmp_path)  # fetched before the outage
+        outbox = Outbox(outbox_path)
+        agent = ProbeAgent(settings=dead, account=account, outbox=outbox)
+        agent.targets = targets
+        try:
+            batch_ids = []
+            for _ in range(2):
+                batch_id = await agent.round()
+                assert batch_id is not None
+                batch_ids.append(batch_id)
+            assert await agent.deliver_pending() is False
+            assert await agent.deliver_pending() is False
+            pending = outbox.oldest()
+            assert [p.batch_id for p in pending] == batch_ids
+            # Only the head of the queue was tried, once per attempt; nothing was lost.
+            assert [p.attempts for p in pending] == [2, 0]
+            assert await agent.refresh_targets() is False  # and the old targets stay
+            assert agent.targets is targets
+            return batch_ids
+        finally:
+            await agent.aclose()
+            outbox.close()
+
+    batch_ids = asyncio.run(offline())
+    assert stored_batches(engine) == {}
+
+    # The outbox survives the agent: a new one, same file, live collector, delivers everything.
+    async def back_online(path: Path) -> tuple[int, bool, int]:
+        outbox = Outbox(path)
+        agent = ProbeAgent(settings=live, account=account, outbox=outbox)
+        try:
+            before = outbox.depth()
+            delivered = await agent.deliver_pending()
+            return before, delivered, outbox.depth()
+        finally:
+            await agent.aclose()
+            outbox.close()
+
+    # A copy of the outbox as it was: as if the collector stored the batches but the
+    # acknowledgements were lost, and the probe sends them all again.
+    resend_path = tmp_path / "resend.outbox.sqlite"
+    shutil.copy(outbox_path, resend_path)
+
+    assert asyncio.run(back_online(outbox_path)) == (2, True, 0)
+    assert stored_batches(engine) == dict.fromkeys(batch_ids, 1)
+    assert result_count(engine) == 2 * OPERATORS
+
+    assert asyncio.run(back_online(resend_path)) == (2, True, 0)
+    assert stored_batches(engine) == dict.fromkeys(batch_ids, 1)  # exactly once
+    assert result_count(engine) == 2 * OPERATORS
+
+
+def test_refused_batch_moves_to_rejected(
+    network: Network, collector: ServerThread, engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(update={"collector_url": collector.url})
+    stranger = Account.create()  # a valid key the registry does not know
+    outbox_path = tmp_path / "stranger.outbox.sqlite"
+
+    async def scenario() -> str:
+        outbox = Outbox(outbox_path)
+        agent = ProbeAgent(settings=settings, account=stranger, outbox=outbox)
+        try:
+            assert await agent.refresh_targets() is False  # 403 for targets too
+            assert await agent.round() is None  # no targets: no round
+            agent.targets = await fetch_targets(settings, network.probes[2], tmp_path)
+            batch_id = await agent.round()
+            assert batch_id is not None
+            assert await agent.deliver_pending() is True  # refused for good: not a retry
+            assert (outbox.depth(), outbox.rejected_count()) == (0, 1)
+            assert await agent.deliver_pending() is True  # and not sent again
+            assert (outbox.depth(), outbox.rejected_count()) == (0, 1)
+            return batch_id
+        finally:
+            await agent.aclose()
+            outbox.close()
+
+    batch_id = asyncio.run(scenario())
+    with sqlite3.connect(outbox_path) as db:
+        rows = db.execute("SELECT batch_id, status, reason FROM rejected").fetchall()
+    assert len(rows) == 1
+    assert rows[0][:2] == (batch_id, 403)
+    assert "unknown_probe" in rows[0][2]
+    assert stored_batches(engine) == {}
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_collector_busy_keeps_the_batch(status: int, tmp_path: Path) -> None:
+    """Transient refusals (429, 5xx) are retried later, never rejected."""
+    seen: list[int] = []
+
+    async def batches(request: Request) -> Response:
+        seen.append(len(await request.body()))
+        return JSONResponse({"error": {"code": "busy", "message": "later"}}, status_code=status)
+
+    app = Starlette(routes=[Route("/v1/batches", batches, methods=["POST"])])
+    with ServerThread(app, name="busy-collector") as server:
+        settings = Settings(collector_url=server.url, rpc_timeout_s=1.0)
+
+        async def scenario() -> tuple[bool, int, int, list[int]]:
+            outbox = Outbox(tmp_path / "busy.outbox.sqlite")
+            agent = ProbeAgent(settings=settings, account=Account.create(), outbox=outbox)
+            agent.targets = Targets(chains=[])
+            try:
+                assert await agent.round() is not None
+                assert await agent.round() is not None
+                delivered = await agent.deliver_pending()
+                attempts = [p.attempts for p in outbox.oldest()]
+                return delivered, outbox.depth(), outbox.rejected_count(), attempts
+            finally:
+                await agent.aclose()
+                outbox.close()
+
+        delivered, depth, rejected, attempts = asyncio.run(scenario())
+    assert (delivered, depth, rejected) == (False, 2, 0)
+    assert attempts == [1, 0]  # stopped at the first refusal
+    assert len(seen) == 1 and seen[0] > 0
