@@ -217,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         args.fn(args)
     except ConfigError as exc:

@@ -88,7 +88,11 @@ class Network:
 
 
 def start_network(
-    engine: Engine, tmp_path: Path, operators: list[simnet.SimOperator], *, probes: int = 3,
+    engine: Engine,
+    tmp_path: Path,
+    operators: list[simnet.SimOperator],
+    *,
+    probes: int = 3,
     block_time_s: float = 1.0,
 ) -> tuple[simnet.SimnetServer, list[LocalAccount], Path]:
     chain_ids = {o.chain_id for o in operators}
@@ -98,9 +102,14 @@ def start_network(
     accounts = [Account.create() for _ in range(probes)]
     registry_file = tmp_path / "registry.yaml"
     simnet.write_registry(
-        registry_file, operators, chains, url_base=sim.url,
-        probes=[{"address": a.address, "name": f"probe-{i}", "region": f"region-{i}"}
-                for i, a in enumerate(accounts)],
+        registry_file,
+        operators,
+        chains,
+        url_base=sim.url,
+        probes=[
+            {"address": a.address, "name": f"probe-{i}", "region": f"region-{i}"}
+            for i, a in enumerate(accounts)
+        ],
     )
     with session_scope(engine) as session:
         apply_registry(session, registry=load_registry(registry_file))
@@ -130,8 +139,9 @@ def settings(database_url: str) -> Settings:
 def collector(engine: Engine, settings: Settings) -> Iterator[ServerThread]:
     """The real collector app over loopback HTTP; scoring is driven by the test
     (monitor.scoring.job.run_scoring), so results are deterministic."""
-    server = ServerThread(create_app(settings, engine=engine, scoring=False), name="collector",
-                          lifespan="on")
+    server = ServerThread(
+        create_app(settings, engine=engine, scoring=False), name="collector", lifespan="on"
+    )
     server.start()
     try:
         yield server

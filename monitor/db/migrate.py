@@ -30,11 +30,16 @@ def require_head(database_url: str) -> None:
     """Refuse to serve a database whose schema is not at the latest migration."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
+    from sqlalchemy import make_url
 
     from monitor.db.session import make_engine
     from monitor.exceptions import ConfigError
 
     head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        # Connecting would create an empty file; say what is missing instead.
+        raise ConfigError(f"no database at {url.database}: run `monitor db upgrade`")
     engine = make_engine(database_url)
     try:
         with engine.connect() as connection:

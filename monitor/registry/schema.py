@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import yaml
-from eth_utils import is_address, to_checksum_address
+from eth_utils import is_address, is_checksum_address, to_checksum_address
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -68,6 +68,10 @@ class ProbeEntry(_Strict):
     def _checksum(cls, value: str) -> str:
         if not is_address(value):
             raise ValueError("not an Ethereum address (0x followed by 40 hex digits)")
+        mixed_case = value[2:] not in (value[2:].lower(), value[2:].upper())
+        if mixed_case and not is_checksum_address(value):
+            # A typo in a checksummed address would otherwise register a different probe.
+            raise ValueError("EIP-55 checksum does not match: check the address for a typo")
         return to_checksum_address(value)
 
 

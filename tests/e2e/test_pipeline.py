@@ -24,8 +24,9 @@ ROUNDS = 4
 async def probe_rounds(network: Network, settings: Settings, tmp_path: Path) -> list[int]:
     """Each probe runs ROUNDS rounds and delivers; returns the outbox depths afterwards."""
     agents = [
-        ProbeAgent(settings=settings, account=account,
-                   outbox=Outbox(tmp_path / f"probe-{i}.outbox.sqlite"))
+        ProbeAgent(
+            settings=settings, account=account, outbox=Outbox(tmp_path / f"probe-{i}.outbox.sqlite")
+        )
         for i, account in enumerate(network.probes)
     ]
     try:

@@ -30,7 +30,10 @@ pytestmark = pytest.mark.e2e
 PROBES = 3
 INTERVAL_S = 1.0
 WARMUP_S = 5.0
-OUTAGE_S = 6.0
+# The collector is down this long, plus the ~1.5 s a restarted `monitor serve` takes to listen:
+# about 6 s unreachable in all, and the probes' third retry (after ~1 + 2 + 4 s of backoff)
+# usually finds it back, which keeps the test short.
+OUTAGE_S = 4.5
 STARTUP_TIMEOUT_S = 30.0
 WEIGHTS_TIMEOUT_S = 20.0
 DRAIN_TIMEOUT_S = 30.0
@@ -59,18 +62,31 @@ class Processes:
         self.children.append((name, proc))
         return proc
 
-    def run(self, name: str, *args: str) -> str:
-        """A one-shot command; its stdout, or a failure with its output."""
-        proc = subprocess.run(
-            [sys.executable, "-m", "monitor.cli", *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            cwd=self.logdir,
-            timeout=60,
-        )
-        assert proc.returncode == 0, f"{name}: {proc.stdout}\n{proc.stderr}"
-        return proc.stdout
+    def run(self, *commands: tuple[str, ...]) -> list[str]:
+        """One-shot commands, run side by side; their stdouts, or a failure with the output."""
+        running = [
+            subprocess.Popen(
+                [sys.executable, "-m", "monitor.cli", *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=self.env,
+                cwd=self.logdir,
+            )
+            for args in commands
+        ]
+        outputs = []
+        try:
+            for args, proc in zip(commands, running, strict=True):
+                out, err = proc.communicate(timeout=60)
+                assert proc.returncode == 0, f"monitor {' '.join(args)}: {out}\n{err}"
+                outputs.append(out)
+        finally:
+            for proc in running:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=5)
+        return outputs
 
     def check_alive(self) -> None:
         """Fail fast when a child died on its own (not stopped by the test)."""
@@ -78,12 +94,18 @@ class Processes:
             if proc.poll() is not None and proc not in self.stopped:
                 raise AssertionError(f"{name} exited with {proc.returncode}")
 
-    def stop(self, proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) -> int | None:
-        """SIGTERM, then SIGKILL when it does not exit in time; the exit code after SIGTERM, or
-        None when it had to be killed."""
+    def terminate(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGTERM, once: a second one during a graceful shutdown may kill the process."""
+        if proc in self.stopped:
+            return
         self.stopped.append(proc)
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM, then SIGKILL when it does not exit in time; the exit code after SIGTERM, or
+        None when it had to be killed."""
+        self.terminate(proc)
         try:
             return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -166,8 +188,9 @@ def test_collector_restart_loses_and_duplicates_nothing(
     api = f"http://127.0.0.1:{api_port}"
     db_flag = ("--database-url", database_url)
 
+    procs.start("simnet", "simnet", "--port", str(sim_port))
     keys = [tmp_path / f"probe-{i}.key" for i in range(PROBES)]
-    addresses = [procs.run("keygen", "keygen", "--out", str(k)).strip() for k in keys]
+    addresses = [out.strip() for out in procs.run(*(("keygen", "--out", str(k)) for k in keys))]
     registry = tmp_path / "registry.yaml"
     simnet.write_registry(
         registry,
@@ -179,13 +202,12 @@ def test_collector_restart_loses_and_duplicates_nothing(
             for i, a in enumerate(addresses)
         ],
     )
-    procs.run("db upgrade", "db", "upgrade", *db_flag)
-    applied = procs.run("registry apply", "registry", "apply", str(registry), *db_flag)
+    procs.run(("db", "upgrade", *db_flag))
+    [applied] = procs.run(("registry", "apply", str(registry), *db_flag))
     assert f"probes: {PROBES} created" in applied
 
     procs.env["MONITOR_SCORING_INTERVAL_S"] = "1"
     serve_args = ("serve", "--port", str(api_port), *db_flag)
-    procs.start("simnet", "simnet", "--port", str(sim_port))
     collector = procs.start("collector-1", *serve_args)
     wait_for(
         "the simnet",
@@ -271,19 +293,19 @@ def test_collector_restart_loses_and_duplicates_nothing(
                     or 0
                 )
 
-        for proc, address, outbox in zip(probes, addresses, outboxes, strict=True):
-            before = delivered(address)
-
-            def fresh(a: str = address, o: Path = outbox, n: int = before) -> bool:
-                return delivered(a) > n and outbox_counts(o)[0] == 0
-
-            wait_for(
-                f"a fresh delivery from {address}",
-                fresh,
-                procs,
-                10 * INTERVAL_S,
-                step=0.05,
-            )
+        before = {address: delivered(address) for address in addresses}
+        running = dict(zip(addresses, zip(probes, outboxes, strict=True), strict=True))
+        deadline = time.monotonic() + 10 * INTERVAL_S
+        while running:
+            for address, (proc, outbox) in list(running.items()):
+                if delivered(address) > before[address] and outbox_counts(outbox)[0] == 0:
+                    procs.terminate(proc)
+                    del running[address]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no fresh delivery from {sorted(running)} within 10 s")
+            procs.check_alive()
+            time.sleep(0.05)
+        for proc, address in zip(probes, addresses, strict=True):
             assert procs.stop(proc) == 0, f"probe {address} did not exit 0 within 10 s"
 
         # 5. Every round of every probe is in the database exactly once; some arrived late.

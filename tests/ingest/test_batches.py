@@ -755,24 +755,25 @@ def test_same_batch_posted_concurrently_is_stored_once(
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="monitor/ingest/schemas.py Signature accepts upper-case hex and "
-    "monitor/ingest/service.py compares signature strings exactly: the same batch resent with "
-    "its signature in upper case is answered 409 batch_conflict (docs/signing.md promises one "
-    "valid signature string per batch)",
-)
-def test_resend_with_upper_case_signature_is_not_a_conflict(
+def test_signature_hex_case_does_not_make_another_batch(
     collector: ServerThread, engine: Engine, probe: LocalAccount
 ) -> None:
+    """Hex case carries no meaning: a resend with the signature in upper case is the same batch
+    (a duplicate, not a 409 conflict), and a batch first sent in upper case is stored lower-case."""
     body = as_dict(sign_batch(probe, results_for(engine)))
     assert_accepted(collector.url, encode(body))
     stored = row_counts(engine)
-    body["signature"] = "0x" + body["signature"][2:].upper()
-    response = post(collector.url, encode(body))
-    # Either the same batch (normalised: a duplicate) or a refused non-canonical signature.
-    if response.status_code == 200:
-        assert response.json()["duplicate"] is True
-    else:
-        assert_error(response, (401, 422), "bad_signature", "malformed_batch")
+    upper = {**body, "signature": "0x" + body["signature"][2:].upper()}
+    assert_accepted(collector.url, encode(upper), duplicate=True)
     assert row_counts(engine) == stored
+
+    first_upper = as_dict(sign_batch(probe, results_for(engine)))
+    signature = first_upper["signature"]
+    first_upper["signature"] = "0x" + signature[2:].upper()
+    assert_accepted(collector.url, encode(first_upper))
+    assert_accepted(collector.url, encode({**first_upper, "signature": signature}), duplicate=True)
+    with session_scope(engine) as session:
+        kept = session.scalars(
+            select(Batch.signature).where(Batch.batch_id == first_upper["message"]["batchId"])
+        ).one()
+    assert kept == signature
