@@ -14,37 +14,9 @@ from monitor.db.session import session_scope
 from monitor.registry.apply import KINDS, ApplySummary, apply_registry
 from monitor.registry.schema import parse_registry
 from tests.conftest import row_counts
+from tests.registry.samples import PROBE_A, PROBE_B, SAMPLE
 
-PROBE_A = "0x52908400098527886E0F7030069857D2E4169EE7"
-PROBE_B = "0x8617E340B3D01FA5F11F306F4090FD50E238070D"
-
-DOC: dict[str, Any] = {
-    "chains": [
-        {
-            "chain_id": 1,
-            "name": "mainnet",
-            "block_time_s": 12,
-            "confirmations": 3,
-            "sla": {"availability": 0.99, "latency_p95_ms": 250, "max_lag_blocks": 2},
-        },
-        {"chain_id": 10, "name": "optimism", "block_time_s": 2, "confirmations": 10},
-    ],
-    "operators": [
-        {
-            "id": "alpha",
-            "name": "Alpha",
-            "endpoints": [
-                {"chain_id": 1, "url": "https://alpha.example/eth"},
-                {"chain_id": 10, "url": "https://alpha.example/op"},
-            ],
-        },
-        {"id": "bravo", "name": "Bravo", "endpoints": [{"chain_id": 1, "url": "http://bravo/"}]},
-    ],
-    "probes": [
-        {"address": PROBE_A.lower(), "name": "probe-eu", "region": "eu-west"},
-        {"address": PROBE_B, "name": "probe-us", "region": "us-east"},
-    ],
-}
+DOC = SAMPLE
 
 
 def doc() -> dict[str, Any]:
@@ -96,9 +68,9 @@ def test_apply_creates_rows(engine: Engine) -> None:
         "chains": {1: True, 10: True},
         "operators": {"alpha": True, "bravo": True},
         "endpoints": {
-            ("alpha", 1, "https://alpha.example/eth"): True,
+            ("alpha", 1, "https://alpha.example/eth?key=secret"): True,
             ("alpha", 10, "https://alpha.example/op"): True,
-            ("bravo", 1, "http://bravo/"): True,
+            ("bravo", 1, "http://b/"): True,
         },
         # Stored checksummed whatever the file's case.
         "probes": {PROBE_A: True, PROBE_B: True},
@@ -145,9 +117,9 @@ def test_removed_entries_are_deactivated_and_come_back(engine: Engine) -> None:
     now = state(engine)
     assert now["operators"] == {"alpha": True, "bravo": False}
     assert now["endpoints"] == {
-        ("alpha", 1, "https://alpha.example/eth"): True,
+        ("alpha", 1, "https://alpha.example/eth?key=secret"): True,
         ("alpha", 10, "https://alpha.example/op"): False,
-        ("bravo", 1, "http://bravo/"): False,
+        ("bravo", 1, "http://b/"): False,
     }
     assert now["probes"] == {PROBE_A: True, PROBE_B: False}
     assert now["chains"] == {1: True, 10: True}
@@ -221,5 +193,5 @@ def test_a_changed_url_is_a_new_endpoint(engine: Engine) -> None:
     summary = apply(engine, changed)
     assert summary_counts(summary) == counts(created={"endpoints": 1}, deactivated={"endpoints": 1})
     endpoints = state(engine)["endpoints"]
-    assert endpoints[("bravo", 1, "http://bravo/")] is False
+    assert endpoints[("bravo", 1, "http://b/")] is False
     assert endpoints[("bravo", 1, "http://bravo/v2")] is True

@@ -12,39 +12,13 @@ from eth_utils import is_checksum_address
 
 from monitor.exceptions import ConfigError, RegistryError
 from monitor.registry.schema import Registry, load_registry, parse_registry
+from tests.registry.samples import PROBE_A, PROBE_B, SAMPLE
 
 SOURCE = "registry.yaml"
-PROBE_LOWER = "0x52908400098527886e0f7030069857d2e4169ee7"
-PROBE_CHECKSUM = "0x52908400098527886E0F7030069857D2E4169EE7"
-PROBE_2 = "0x8617E340B3D01FA5F11F306F4090FD50E238070D"
-
-VALID: dict[str, Any] = {
-    "chains": [
-        {
-            "chain_id": 1,
-            "name": "mainnet",
-            "block_time_s": 12,
-            "confirmations": 3,
-            "sla": {"availability": 0.99, "latency_p95_ms": 250, "max_lag_blocks": 2},
-        },
-        {"chain_id": 10, "name": "optimism", "block_time_s": 2, "confirmations": 10},
-    ],
-    "operators": [
-        {
-            "id": "alpha",
-            "name": "Alpha",
-            "endpoints": [
-                {"chain_id": 1, "url": "https://alpha.example/eth?key=secret"},
-                {"chain_id": 10, "url": "https://alpha.example/op"},
-            ],
-        },
-        {"id": "bravo", "name": "Bravo", "endpoints": [{"chain_id": 1, "url": "http://b/"}]},
-    ],
-    "probes": [
-        {"address": PROBE_LOWER, "name": "probe-eu", "region": "eu-west"},
-        {"address": PROBE_2, "name": "probe-us", "region": "us-east"},
-    ],
-}
+PROBE_LOWER = PROBE_A.lower()
+PROBE_CHECKSUM = PROBE_A
+PROBE_2 = PROBE_B
+VALID = SAMPLE
 
 VALID_URL = VALID["operators"][0]["endpoints"][0]["url"]
 
