@@ -30,9 +30,19 @@ def make_batches(account, endpoint_ids: list[int], batches: int):  # type: ignor
     for b in range(batches):
         results = [
             ProbeResult(
-                endpoint_id=eid, operator_id="op", chain_id=1, observed_at_ms=now_ms - 1000 + b,
-                ok=True, error=None, latency_us=1234 + i, head=1000 + b, reference_head=1000 + b,
-                lag_blocks=0, lag_ms=0, check_height=994 + b, block_hash="0x" + "ab" * 32,
+                endpoint_id=eid,
+                operator_id="op",
+                chain_id=1,
+                observed_at_ms=now_ms - 1000 + b,
+                ok=True,
+                error=None,
+                latency_us=1234 + i,
+                head=1000 + b,
+                reference_head=1000 + b,
+                lag_blocks=0,
+                lag_ms=0,
+                check_height=994 + b,
+                block_hash="0x" + "ab" * 32,
                 correct=True,
             )
             for i, eid in enumerate(endpoint_ids)
@@ -53,13 +63,24 @@ def main() -> None:
     engine = make_engine(url)
     account = Account.create()
     with session_scope(engine) as session:
-        session.add(Chain(chain_id=1, name="bench", block_time_s=12, confirmations=6,
-                          sla_availability=0.999, sla_latency_p95_ms=500, sla_max_lag_blocks=3))
+        session.add(
+            Chain(
+                chain_id=1,
+                name="bench",
+                block_time_s=12,
+                confirmations=6,
+                sla_availability=0.999,
+                sla_latency_p95_ms=500,
+                sla_max_lag_blocks=3,
+            )
+        )
         session.add(Operator(id="op", name="Op"))
         session.add(Probe(address=account.address, name="bench", region="here"))
         session.flush()
-        endpoints = [Endpoint(operator_id="op", chain_id=1, url=f"http://127.0.0.1/{i}")
-                     for i in range(args.results)]
+        endpoints = [
+            Endpoint(operator_id="op", chain_id=1, url=f"http://127.0.0.1/{i}")
+            for i in range(args.results)
+        ]
         session.add_all(endpoints)
         session.flush()
         endpoint_ids = [e.id for e in endpoints]
@@ -74,8 +95,13 @@ def main() -> None:
     started = time.perf_counter()
     for body in bodies:
         with session_scope(engine) as session:
-            ingest_batch(session, body=body, now=datetime.now(UTC),
-                         clock_skew=timedelta(seconds=60), max_results=100_000)
+            ingest_batch(
+                session,
+                body=body,
+                now=datetime.now(UTC),
+                clock_skew=timedelta(seconds=60),
+                max_results=100_000,
+            )
     ingest_s = time.perf_counter() - started
     engine.dispose()
 

@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from monitor.exceptions import ConfigError
 from monitor.settings import Settings
 
@@ -21,7 +23,14 @@ def _settings(args: argparse.Namespace, **flag_to_field: str) -> Settings:
         for flag, field in flag_to_field.items()
         if getattr(args, flag, None) is not None
     }
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"MONITOR_{'_'.join(str(p) for p in e['loc'][:1]).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"bad settings: {problems}") from None
 
 
 def _database_flag(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     from monitor.app import create_app
     from monitor.db.migrate import require_head
+    from monitor.serving import uvicorn_config
 
     settings = _settings(
         args,
@@ -75,15 +85,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         scoring_interval="scoring_interval_s",
     )
     require_head(settings.database_url)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        lifespan="on",
-    )
+    config = uvicorn_config(create_app(settings), settings.host, settings.port, lifespan="on")
+    uvicorn.Server(config).run()
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
@@ -103,11 +106,11 @@ def cmd_probe(args: argparse.Namespace) -> None:
 def cmd_simnet(args: argparse.Namespace) -> None:
     from monitor import simnet
 
-    operators = (
-        [simnet.parse_operator_spec(s, args.chain_id) for s in args.operator]
-        if args.operator
-        else simnet.DEMO_OPERATORS
-    )
+    try:
+        operators = [simnet.parse_operator_spec(s, args.chain_id) for s in args.operator or []]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    operators = operators or simnet.DEMO_OPERATORS
     chains = {c: simnet.SimChain(c, args.block_time) for c in {o.chain_id for o in operators}}
     print(
         f"simnet on http://{args.host}:{args.port}/<operator>: "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +20,17 @@ class Settings(BaseSettings):
     scoring_interval_s: float = Field(15.0, gt=0)
     # Windows the scoring job precomputes; the first one is the default and drives /v1/weights.
     windows: list[str] = ["5m", "1h"]
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one window is needed")
+        seconds = [parse_window(w) for w in value]  # ValueError names the bad one
+        if len(set(seconds)) != len(seconds):
+            raise ValueError(f"windows {value} name the same length twice")
+        return value
+
     recent_lag_samples: int = Field(3, ge=1)
     min_probes: int = Field(1, ge=1)
     clock_skew_s: float = Field(60.0, ge=0)  # a batch dated further in the future is rejected

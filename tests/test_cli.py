@@ -159,7 +159,7 @@ def test_serve_refuses_a_database_never_upgraded(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "run `monitor db upgrade`" in proc.stderr
-    assert "monitor: database schema is at nothing" in proc.stderr
+    assert f"monitor: no database at {tmp_path / 'never.db'}" in proc.stderr
 
 
 def test_probe_with_a_missing_key_exits_2(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ _names = itertools.count()
 def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database with no tables at all: once on SQLite, once on PostgreSQL."""
     if request.param == "sqlite":
+        (tmp_path / "empty.db").touch()  # an empty file is an empty SQLite database
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
     cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
@@ -59,6 +60,14 @@ def test_models_and_migrations_do_not_drift(database_url: str) -> None:
 def test_one_head() -> None:
     script = ScriptDirectory.from_config(alembic_config("sqlite://"))
     assert len(script.get_heads()) == 1
+
+
+def test_missing_sqlite_file_is_refused_and_not_created(tmp_path: Path) -> None:
+    path = tmp_path / "missing.db"
+    with pytest.raises(ConfigError) as info:
+        require_head(f"sqlite:///{path}")
+    assert "run `monitor db upgrade`" in info.value.message
+    assert not path.exists()
 
 
 def test_empty_database_is_refused(empty_database_url: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PATHS = ["monitor", "tests", "migrations"]
+PATHS = ["monitor", "tests", "migrations", "bench"]
 
 
 def run(tool: str, *args: str) -> None:

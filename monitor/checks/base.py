@@ -10,8 +10,9 @@ incorrect (``obs.usable``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from monitor.exceptions import RpcError
@@ -22,7 +23,8 @@ from monitor.rpc import RpcClient
 @dataclass
 class Observation:
     target: EndpointTarget
-    observed_at_ms: int | None = None
+    observed_at_ms: int  # the round's start until the head check sets it
+    sent_at_ms: int | None = None  # when the latest request left, after the concurrency wait
     ok: bool = True  # flips to False on the first unavailability
     error: str | None = None
     latency_us: int | None = None
@@ -56,10 +58,10 @@ class ChainRound:
     observations: list[Observation]
     reference_head: int | None = None
     check_height: int | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
 
     async def call(self, obs: Observation, method: str, params: list[Any]) -> tuple[Any, int]:
         async with self.semaphore:
+            obs.sent_at_ms = time.time_ns() // 1_000_000
             return await self.rpc.call(obs.target.url, method, params)
 
     def usable(self) -> list[Observation]:

@@ -6,8 +6,6 @@ claims a huge head cannot make the honest ones look lagging; such a head is inco
 
 from __future__ import annotations
 
-import time
-
 from monitor.checks.base import ChainRound, Observation, for_each
 from monitor.probe.consensus import head_ahead_tolerance, reference_head
 from monitor.rpc import parse_quantity
@@ -15,8 +13,8 @@ from monitor.rpc import parse_quantity
 
 async def check(round_: ChainRound) -> None:
     async def one(obs: Observation) -> None:
-        obs.observed_at_ms = time.time_ns() // 1_000_000
         result, latency_us = await round_.call(obs, "eth_blockNumber", [])
+        obs.observed_at_ms = obs.sent_at_ms or obs.observed_at_ms
         obs.latency_us = latency_us
         obs.head = parse_quantity(result, "eth_blockNumber")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 ErrorKind = Literal[
     "timeout",  # no answer within the per-request timeout: unavailable
@@ -23,10 +23,15 @@ ErrorKind = Literal[
     "head_ahead",  # head far above the reference head no one else confirms: incorrect
 ]
 
+UNAVAILABLE_ERRORS = frozenset({"timeout", "transport", "http_status", "rpc_error"})
+INCORRECT_ERRORS = frozenset({"malformed", "wrong_chain", "wrong_hash", "head_ahead"})
+
 Address = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{40}$")]
 Hash32 = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-f]{64}$")]
 Signature = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{130}$")]
-UInt64 = Annotated[int, Field(ge=0, le=2**63 - 1)]
+UInt64 = Annotated[int, Field(ge=0, le=2**63 - 1)]  # what a PostgreSQL bigint holds
+# Unix milliseconds up to the end of year 9999, the last instant a datetime can hold.
+UnixMs = Annotated[int, Field(ge=0, le=253_402_300_799_999)]
 
 
 class ProbeResult(BaseModel):
@@ -37,7 +42,7 @@ class ProbeResult(BaseModel):
     endpoint_id: UInt64
     operator_id: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
     chain_id: UInt64
-    observed_at_ms: UInt64  # unix time, milliseconds, when the head request was sent
+    observed_at_ms: UnixMs  # unix time, milliseconds, when the head request was sent
     ok: bool  # the endpoint answered (available); false on timeout/transport/http/rpc errors
     error: ErrorKind | None
     latency_us: UInt64 | None  # eth_blockNumber round trip, microseconds, monotonic clock
@@ -49,6 +54,30 @@ class ProbeResult(BaseModel):
     block_hash: Hash32 | None  # this endpoint's hash at check_height
     correct: bool | None  # None: unknown (no quorum, or endpoint below check_height)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> ProbeResult:
+        """A result that contradicts itself is refused: its error kinds feed the scores."""
+        if self.ok:
+            if self.error in UNAVAILABLE_ERRORS:
+                raise ValueError(f"ok is true but error {self.error!r} means unavailable")
+        elif self.error not in UNAVAILABLE_ERRORS:
+            raise ValueError(
+                "ok is false: error must be timeout, transport, http_status or rpc_error"
+            )
+        elif (self.latency_us, self.lag_blocks, self.correct) != (None, None, None):
+            raise ValueError("ok is false: latency_us, lag_blocks and correct must be null")
+        if (self.correct is False) != (self.error in INCORRECT_ERRORS):
+            raise ValueError(
+                "correct is false exactly when error is malformed, wrong_chain, wrong_hash or "
+                "head_ahead"
+            )
+        if self.lag_blocks is not None:
+            if self.head is None or self.reference_head is None:
+                raise ValueError("lag_blocks needs head and reference_head")
+            if self.lag_blocks != max(0, self.reference_head - self.head):
+                raise ValueError("lag_blocks is not max(0, reference_head - head)")
+        return self
+
 
 class BatchMessage(BaseModel):
     """The EIP-712 message the probe signs; field names are the typed-data names."""
@@ -57,7 +86,7 @@ class BatchMessage(BaseModel):
 
     probe: Address
     batchId: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
-    createdAt: UInt64  # unix time, milliseconds
+    createdAt: UnixMs  # unix time, milliseconds
     resultsHash: Hash32
     resultCount: Annotated[int, Field(ge=0, le=2**32 - 1)]
 

@@ -8,15 +8,15 @@ from pydantic import ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from monitor.db.models import Batch, Endpoint, Probe, Result
+from monitor.db.models import Batch, Endpoint, Result
 from monitor.exceptions import (
     BatchConflict,
     ClockSkew,
     MalformedRequest,
     PayloadTooLarge,
-    UnknownProbe,
 )
 from monitor.ingest.schemas import BatchAck, SignedBatch
+from monitor.registry.service import require_active_probe
 from monitor.signing.eip712 import verify_batch
 
 # Observations may precede the batch's creation by at most this much (a round plus slack), and
@@ -53,10 +53,7 @@ def ingest_batch(
     signer = verify_batch(batch)  # results hash, count, then the signature itself
     signature = batch.signature.lower()  # hex case carries no meaning; compare and store one form
 
-    probe = session.scalar(select(Probe).where(Probe.address == signer))
-    if probe is None or not probe.active:
-        state = "not registered" if probe is None else "deactivated"
-        raise UnknownProbe(f"probe {signer} is {state}")
+    probe = require_active_probe(session, address=signer)
 
     created_at = _ms(message.createdAt)
     if created_at > now + clock_skew:

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from monitor.db.models import Endpoint, Operator, Score
+from monitor.db.models import Chain, Endpoint, Operator, Score
 from monitor.db.session import session_scope
 from monitor.exceptions import NotFound
 from monitor.registry.service import public_url
@@ -54,7 +54,8 @@ def _operators(request: Request, operator_id: str | None) -> list[OperatorOut]:
             .order_by(Endpoint.id)
         ).all()
         current: dict[int, Score] = {}
-        for chain_id in {e.chain_id for e in endpoints}:
+        active_chains = set(session.scalars(select(Chain.chain_id).where(Chain.active.is_(True))))
+        for chain_id in {e.chain_id for e in endpoints} & active_chains:
             run = latest_run(session, chain_id=chain_id, window_s=window_s)
             if run is not None:
                 current.update(
@@ -63,7 +64,7 @@ def _operators(request: Request, operator_id: str | None) -> list[OperatorOut]:
                 )
         by_operator: dict[str, list[EndpointStatus]] = {o.id: [] for o in operators}
         for e in endpoints:
-            s = current.get(e.id)
+            s = current.get(e.id) if e.active else None
             by_operator[e.operator_id].append(
                 EndpointStatus(
                     endpoint_id=e.id,

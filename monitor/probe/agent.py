@@ -33,13 +33,31 @@ BATCHES_PATH = "/v1/batches"
 MAX_BACKOFF_S = 60.0
 
 
+# Refusals that a later attempt can overcome: the probe's clock ran ahead, or the registry that
+# lists this probe has not been applied yet. Anything else refused is set aside for good.
+RETRYABLE_CODES = {"batch_from_future", "unknown_probe"}
+
+
+def _worth_retrying(response: httpx.Response) -> bool:
+    if response.status_code in (408, 429) or response.status_code >= 500:
+        return True
+    try:
+        code = response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return code in RETRYABLE_CODES
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 class ProbeAgent:
     def __init__(self, *, settings: Settings, account: LocalAccount, outbox: Outbox) -> None:
         self.settings = settings
         self.account = account
         self.outbox = outbox
         self.targets: Targets | None = None
-        self.rounds_done = 0
         limits = httpx.Limits(
             max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
         )
@@ -56,32 +74,46 @@ class ProbeAgent:
         )
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._new_batch = asyncio.Event()
+        self._round_task: asyncio.Task[object] | None = None
 
     async def refresh_targets(self) -> bool:
         headers = auth_headers(self.account, method="GET", path=TARGETS_PATH)
         try:
             response = await self._collector.get(TARGETS_PATH, headers=headers)
-        except httpx.HTTPError as exc:
-            log.warning("targets: collector unreachable (%s); keeping the last list", exc)
+            response.raise_for_status()
+            self.targets = Targets.model_validate(response.json())
+        except (httpx.HTTPError, ValueError) as exc:  # ValueError: not JSON, not targets
+            log.warning("targets: %s; keeping the last list", _describe(exc))
             return False
-        if response.status_code != 200:
-            log.warning("targets: HTTP %s %s", response.status_code, response.text[:300])
-            return False
-        self.targets = Targets.model_validate(response.json())
         return True
 
     async def round(self) -> str | None:
         """One round: check, sign, queue. Returns the batch id, or None with no targets yet."""
-        if self.targets is None and not await self.refresh_targets():
-            log.warning("round skipped: no targets yet")
-            return None
-        assert self.targets is not None
-        results = await run_round(self.targets, rpc=self._rpc, semaphore=self._semaphore)
-        batch = sign_batch(self.account, results)
-        self.outbox.put(batch.message.batchId, batch.model_dump_json().encode())
-        self.rounds_done += 1
+        self._round_task = asyncio.current_task()
+        try:
+            if self.targets is None and not await self.refresh_targets():
+                log.warning("round skipped: no targets yet")
+                return None
+            assert self.targets is not None
+            results = await run_round(self.targets, rpc=self._rpc, semaphore=self._semaphore)
+            batch = sign_batch(self.account, results)
+            # Queued before any attempt to send: from here on the round cannot be lost.
+            self.outbox.put(batch.message.batchId, batch.model_dump_json().encode())
+        finally:
+            self._round_task = None
         self._new_batch.set()
         return batch.message.batchId
+
+    async def finish_round(self, timeout_s: float) -> None:
+        """Let a round in flight finish (bounded), so a stop keeps its batch; past the bound,
+        cancel it before it signs anything, rather than let it run on closed clients."""
+        task = self._round_task
+        if task is None or task.done():
+            return
+        await asyncio.wait({task}, timeout=timeout_s)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
 
     async def deliver_pending(self) -> bool:
         """Send what the outbox holds, oldest first. False when the collector must be retried."""
@@ -94,13 +126,14 @@ class ProbeAgent:
                         headers={"content-type": "application/json"},
                     )
                 except httpx.HTTPError as exc:
-                    log.info("delivery: collector unreachable (%s)", type(exc).__name__)
+                    log.info("delivery: collector unreachable (%s)", _describe(exc))
                     self.outbox.attempted(item.batch_id)
                     return False
                 status = response.status_code
                 if status == 200:
                     self.outbox.acknowledge(item.batch_id)
-                elif status in (408, 429) or status >= 500:
+                elif _worth_retrying(response):
+                    log.warning("delivery: HTTP %s %s; will retry", status, response.text[:300])
                     self.outbox.attempted(item.batch_id)
                     return False
                 else:  # refused for good: keep it on disk, out of the queue's way
@@ -111,11 +144,18 @@ class ProbeAgent:
     async def delivery_loop(self) -> None:
         failures = 0
         while True:
-            if await self.deliver_pending():
+            try:
+                delivered = await self.deliver_pending()
+            except Exception:  # e.g. the outbox file: keep trying, never stop delivering
+                log.exception("delivery: unexpected error")
+                delivered = False
+            if delivered:
                 failures = 0
                 self._new_batch.clear()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._new_batch.wait(), timeout=5.0)
+                    async with asyncio.timeout(5.0):
+                        await self._new_batch.wait()
             else:
                 failures += 1
                 delay = min(MAX_BACKOFF_S, 0.5 * 2**failures) * random.uniform(0.8, 1.2)
@@ -168,9 +208,12 @@ async def run_probe(settings: Settings, *, stop: asyncio.Event | None = None) ->
     try:
         await stop.wait()
     finally:
+        scheduler.pause()
+        # A round is bounded by its calls' timeouts (three per endpoint, in sequence).
+        await agent.finish_round(timeout_s=3 * settings.rpc_timeout_s + 1)
         scheduler.shutdown(wait=False)
         delivery.cancel()
-        await asyncio.gather(delivery, return_exceptions=True)
+        await asyncio.wait({delivery}, timeout=5.0)
         await agent.aclose()
         log.info("probe stopped; %d batches left in the outbox", outbox.depth())
         outbox.close()

@@ -54,7 +54,7 @@ def to_result(obs: Observation, round_: ChainRound) -> ProbeResult:
         endpoint_id=obs.target.endpoint_id,
         operator_id=obs.target.operator_id,
         chain_id=round_.chain.chain_id,
-        observed_at_ms=obs.observed_at_ms or 0,
+        observed_at_ms=obs.observed_at_ms,
         ok=obs.ok,
         error=obs.error,  # type: ignore[arg-type]
         latency_us=obs.latency_us if obs.ok else None,

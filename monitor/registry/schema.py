@@ -27,7 +27,7 @@ class _Strict(BaseModel):
 class SlaTargets(_Strict):
     availability: float = Field(0.999, gt=0, le=1)
     latency_p95_ms: float = Field(500, gt=0)
-    max_lag_blocks: int = Field(3, ge=0)
+    max_lag_blocks: int = Field(3, gt=0)
 
 
 class ChainEntry(_Strict):

@@ -101,7 +101,7 @@ def score_chain(
     )
     targets = ChainTargets(
         latency_p95_ms=chain.sla_latency_p95_ms,
-        max_lag_blocks=max(1, chain.sla_max_lag_blocks),
+        max_lag_blocks=chain.sla_max_lag_blocks,
         block_time_s=chain.block_time_s,
     )
     scores = {
@@ -159,8 +159,7 @@ def score_all(
         for chain in chains
         for w in windows_s
     ]
-    old_runs = select(ScoringRun.id).where(ScoringRun.as_of < as_of - keep)
-    session.execute(delete(Score).where(Score.run_id.in_(old_runs)))
+    # scores go with their run (ON DELETE CASCADE; SQLite has foreign_keys=ON)
     session.execute(delete(ScoringRun).where(ScoringRun.as_of < as_of - keep))
     return summaries
 

@@ -33,8 +33,12 @@ def _load(request: Request, chain_id: int, window: str | None) -> ScoresOut:
             code="unknown_window",
         )
     with session_scope(request.app.state.engine) as session:
-        if session.get(Chain, chain_id) is None:
-            raise NotFound(f"chain {chain_id} is not in the registry", code="unknown_chain")
+        chain = session.get(Chain, chain_id)
+        if chain is None or not chain.active:
+            # A chain removed from the registry must stop receiving traffic at once, not serve
+            # its last weights until they age out.
+            state = "not in" if chain is None else "deactivated in"
+            raise NotFound(f"chain {chain_id} is {state} the registry", code="unknown_chain")
         run = latest_run(session, chain_id=chain_id, window_s=parse_window(window))
         if run is None:
             raise ScoresNotReady(f"no scores computed yet for chain {chain_id}; retry shortly")

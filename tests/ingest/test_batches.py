@@ -312,9 +312,11 @@ def test_tampered_results_are_422(
     valid = as_dict(sign_batch(probe, results_for(engine)))
     tampers: dict[str, Callable[[list[dict[str, Any]]], object]] = {
         "latency": lambda rs: rs[1].update(latency_us=1),
-        "ok": lambda rs: rs[1].update(ok=False),
+        "ok": lambda rs: rs[1].update(
+            ok=False, error="timeout", latency_us=None, lag_blocks=None, correct=None
+        ),
         "block_hash": lambda rs: rs[1].update(block_hash="0x" + "cd" * 32),
-        "error": lambda rs: rs[1].update(error="timeout"),
+        "error": lambda rs: rs[1].update(error="wrong_hash", correct=False),
         "correct_null": lambda rs: rs[1].update(correct=None),
         "reordered": lambda rs: rs.reverse(),
         "swapped_one": lambda rs: rs.__setitem__(0, dict(rs[1])),
@@ -777,3 +779,41 @@ def test_signature_hex_case_does_not_make_another_batch(
             select(Batch.signature).where(Batch.batch_id == first_upper["message"]["batchId"])
         ).one()
     assert kept == signature
+
+
+def test_results_that_contradict_themselves_are_422(
+    collector: ServerThread, engine: Engine, probe: LocalAccount
+) -> None:
+    """Validly signed, but self-contradictory: refused before anything is stored."""
+    contradictions: dict[str, dict[str, Any]] = {
+        "down_without_error": {
+            "ok": False,
+            "error": None,
+            "latency_us": None,
+            "lag_blocks": None,
+            "correct": None,
+        },
+        "down_with_latency": {"ok": False, "error": "timeout", "lag_blocks": None, "correct": None},
+        "up_with_timeout": {"error": "timeout"},
+        "incorrect_without_reason": {"correct": False, "error": None},
+        "reason_but_correct": {"correct": True, "error": "wrong_hash"},
+        "lag_not_from_heads": {"lag_blocks": 7},
+    }
+    for case, update in contradictions.items():
+        results = [r.model_dump() for r in results_for(engine)]
+        results[0].update(update)
+        body = as_dict(sign_batch(probe, results_for(engine)))
+        body["results"] = results  # the schema refuses before the hash is even checked
+        assert_refused(collector.url, engine, encode(body), 422, "malformed_batch", case=case)
+
+
+def test_timestamps_beyond_year_9999_are_422(
+    collector: ServerThread, engine: Engine, probe: LocalAccount
+) -> None:
+    for case, where in {"createdAt": "message", "observed_at_ms": "result"}.items():
+        body = as_dict(sign_batch(probe, results_for(engine)))
+        if where == "message":
+            body["message"]["createdAt"] = 10**15
+        else:
+            body["results"][0]["observed_at_ms"] = 10**15
+        assert_refused(collector.url, engine, encode(body), 422, "malformed_batch", case=case)

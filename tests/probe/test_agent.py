@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import yaml
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import Engine, func, select
@@ -23,6 +24,8 @@ from monitor.db.session import session_scope
 from monitor.probe.agent import ProbeAgent
 from monitor.probe.outbox import Outbox
 from monitor.probe.targets import Targets
+from monitor.registry.apply import apply_registry
+from monitor.registry.schema import Registry
 from monitor.serving import ServerThread
 from monitor.settings import Settings
 from tests.conftest import Network
@@ -147,11 +150,13 @@ def test_collector_down_keeps_batches_until_it_is_back(
     assert result_count(engine) == 2 * OPERATORS
 
 
-def test_refused_batch_moves_to_rejected(
+def test_unknown_probe_is_retried_until_registered(
     network: Network, collector: ServerThread, engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
+    """403 unknown_probe may be a registry not rolled out yet: the batch stays queued, and is
+    delivered once the registry lists the probe."""
     settings = settings.model_copy(update={"collector_url": collector.url})
-    stranger = Account.create()  # a valid key the registry does not know
+    stranger = Account.create()  # a valid key the registry does not know (yet)
     outbox_path = tmp_path / "stranger.outbox.sqlite"
 
     async def scenario() -> str:
@@ -163,6 +168,44 @@ def test_refused_batch_moves_to_rejected(
             agent.targets = await fetch_targets(settings, network.probes[2], tmp_path)
             batch_id = await agent.round()
             assert batch_id is not None
+            assert await agent.deliver_pending() is False  # kept for a retry
+            assert (outbox.depth(), outbox.rejected_count()) == (1, 0)
+            registry = yaml.safe_load(network.registry_file.read_text())
+            registry["probes"].append(
+                {"address": stranger.address, "name": "late", "region": "late"}
+            )
+            with session_scope(engine) as session:
+                apply_registry(session, registry=Registry.model_validate(registry))
+            assert await agent.deliver_pending() is True
+            assert (outbox.depth(), outbox.rejected_count()) == (0, 0)
+            return batch_id
+        finally:
+            await agent.aclose()
+            outbox.close()
+
+    batch_id = asyncio.run(scenario())
+    assert stored_batches(engine) == {batch_id: 1}
+
+
+def test_refused_batch_moves_to_rejected(
+    network: Network, collector: ServerThread, engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    """A batch the collector refuses for good (here: tampered on disk, 422) is set aside in the
+    rejected table and never sent again, so it cannot block the queue."""
+    settings = settings.model_copy(update={"collector_url": collector.url})
+    outbox_path = tmp_path / "probe.outbox.sqlite"
+
+    async def scenario() -> str:
+        outbox = Outbox(outbox_path)
+        agent = ProbeAgent(settings=settings, account=network.probes[0], outbox=outbox)
+        try:
+            batch_id = await agent.round()
+            assert batch_id is not None
+            (item,) = outbox.oldest()
+            tampered = item.body.replace(b'"ok":true', b'"ok":false', 1)
+            assert tampered != item.body
+            outbox.acknowledge(batch_id)
+            outbox.put(batch_id, tampered)
             assert await agent.deliver_pending() is True  # refused for good: not a retry
             assert (outbox.depth(), outbox.rejected_count()) == (0, 1)
             assert await agent.deliver_pending() is True  # and not sent again
@@ -176,8 +219,8 @@ def test_refused_batch_moves_to_rejected(
     with sqlite3.connect(outbox_path) as db:
         rows = db.execute("SELECT batch_id, status, reason FROM rejected").fetchall()
     assert len(rows) == 1
-    assert rows[0][:2] == (batch_id, 403)
-    assert "unknown_probe" in rows[0][2]
+    assert rows[0][:2] == (batch_id, 422)
+    assert "results_hash_mismatch" in rows[0][2]
     assert stored_batches(engine) == {}
 
 
@@ -212,3 +255,42 @@ def test_collector_busy_keeps_the_batch(status: int, tmp_path: Path) -> None:
     assert (delivered, depth, rejected) == (False, 2, 0)
     assert attempts == [1, 0]  # stopped at the first refusal
     assert len(seen) == 1 and seen[0] > 0
+
+
+def test_stop_during_a_round_keeps_its_batch(
+    network: Network,
+    collector: ServerThread,
+    engine: Engine,
+    settings: Settings,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """run_probe stopped while a round is in flight (the slow operator takes ~0.9 s) waits for
+    it: the batch ends in the outbox or the database, and no error is logged."""
+    from monitor.probe.agent import run_probe
+
+    key = tmp_path / "probe.key"
+    key.write_text(network.probes[0].key.hex() + "\n")
+    key.chmod(0o600)
+    settings = settings.model_copy(
+        update={"collector_url": collector.url, "key_file": key, "interval_s": 60.0}
+    )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.4, stop.set)
+        await run_probe(settings, stop=stop)
+
+    with caplog.at_level("INFO"):
+        asyncio.run(run())
+    outbox = Outbox(key.with_name(key.name + ".outbox.sqlite"))
+    try:
+        bodies = [item.body for item in outbox.oldest()]
+        assert len(stored_batches(engine)) + len(bodies) == 1
+    finally:
+        outbox.close()
+    with session_scope(engine) as session:
+        bodies += [body.encode() for body in session.scalars(select(Batch.body))]
+    # The round finished on open clients: no endpoint was blamed for the probe's own stop.
+    assert b'"transport"' not in bodies[0]
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any, get_args
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.ingest.schemas import ErrorKind, ProbeResult
+from monitor.ingest.schemas import INCORRECT_ERRORS, UNAVAILABLE_ERRORS, ProbeResult
 from monitor.signing.canonical import RESULT_FIELDS, canonical_results, results_hash
 
 R1: dict[str, Any] = {
@@ -123,29 +123,42 @@ def test_non_ascii_is_escaped() -> None:
 uint = st.integers(min_value=0, max_value=2**63 - 1)
 opt_uint = st.none() | uint
 hash32 = st.binary(min_size=32, max_size=32).map(lambda b: "0x" + b.hex())
-error_kind = st.sampled_from(get_args(ErrorKind))
 
-probe_results = st.builds(
-    ProbeResult,
-    endpoint_id=uint,
-    operator_id=st.from_regex(r"\A[a-z0-9-]{1,64}\Z"),
-    chain_id=uint,
-    observed_at_ms=uint,
-    ok=st.booleans(),
-    error=st.none() | error_kind,
-    latency_us=opt_uint,
-    head=opt_uint,
-    reference_head=opt_uint,
-    lag_blocks=opt_uint,
-    lag_ms=opt_uint,
-    check_height=opt_uint,
-    block_hash=st.none() | hash32,
-    correct=st.none() | st.booleans(),
-)
+
+@st.composite
+def probe_results(draw: st.DrawFn) -> ProbeResult:
+    """Any result the schema accepts: random values, consistent with each other."""
+    ok = draw(st.booleans())
+    head, reference = draw(opt_uint), draw(opt_uint)
+    if ok:
+        correct = draw(st.none() | st.booleans())
+        error = draw(st.sampled_from(sorted(INCORRECT_ERRORS))) if correct is False else None
+        latency = draw(opt_uint)
+        lagged = head is not None and reference is not None and draw(st.booleans())
+        lag = max(0, reference - head) if lagged else None  # type: ignore[operator]
+    else:
+        error = draw(st.sampled_from(sorted(UNAVAILABLE_ERRORS)))
+        correct = latency = lag = None
+    return ProbeResult(
+        endpoint_id=draw(uint),
+        operator_id=draw(st.from_regex(r"\A[a-z0-9-]{1,64}\Z")),
+        chain_id=draw(uint),
+        observed_at_ms=draw(st.integers(0, 253_402_300_799_999)),
+        ok=ok,
+        error=error,
+        latency_us=latency,
+        head=head,
+        reference_head=reference,
+        lag_blocks=lag,
+        lag_ms=draw(opt_uint),
+        check_height=draw(opt_uint),
+        block_hash=draw(st.none() | hash32),
+        correct=correct,
+    )
 
 
 @settings(max_examples=200, deadline=None)
-@given(results=st.lists(probe_results, max_size=8), seed=st.integers(0, 2**32 - 1))
+@given(results=st.lists(probe_results(), max_size=8), seed=st.integers(0, 2**32 - 1))
 def test_hash_stable_under_key_reordering_and_round_trips(
     results: list[ProbeResult], seed: int
 ) -> None:

@@ -55,7 +55,7 @@ def _fresh_batch() -> tuple[str, SignedBatch]:
         "operator_id": "op-1",
         "chain_id": 10,
         "observed_at_ms": 1_700_000_000_000,
-        "ok": False,
+        "ok": True,
         "error": "wrong_hash",
         "latency_us": 1500,
         "head": 5,

@@ -62,7 +62,10 @@ def other() -> LocalAccount:
 
 @pytest.fixture
 def batch(account: LocalAccount) -> SignedBatch:
-    results = [_result(1), _result(2, ok=False, error="timeout", latency_us=None, correct=None)]
+    results = [
+        _result(1),
+        _result(2, ok=False, error="timeout", latency_us=None, lag_blocks=None, correct=None),
+    ]
     return sign_batch(account, results, batch_id="0" * 31 + "1", created_at_ms=NOW)
 
 
@@ -147,7 +150,7 @@ def test_typed_data_rejects_unprefixed_hash(batch: SignedBatch) -> None:
 
 def test_tampered_result_is_hash_mismatch(batch: SignedBatch) -> None:
     data = batch.model_dump()
-    data["results"][0]["head"] += 1
+    data["results"][0]["latency_us"] += 1
     tampered = SignedBatch.model_validate(data)
     with pytest.raises(MalformedRequest) as exc:
         verify_batch(tampered)
