@@ -220,7 +220,7 @@ def test_refused_batch_moves_to_rejected(
         rows = db.execute("SELECT batch_id, status, reason FROM rejected").fetchall()
     assert len(rows) == 1
     assert rows[0][:2] == (batch_id, 422)
-    assert "results_hash_mismatch" in rows[0][2]
+    assert "malformed_batch" in rows[0][2]  # ok=false without an unavailability
     assert stored_batches(engine) == {}
 
 
