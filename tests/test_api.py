@@ -174,10 +174,16 @@ def test_readyz_503_when_database_unreachable(unreachable_url: str, own_engine: 
             assert_error(get(server.url, "/readyz"), 503, "database_unreachable")
             # The process itself is up.
             assert get(server.url, "/healthz").status_code == 200
-            # Reads that need the database fail with the JSON shape, not a hang or HTML.
-            response = get(server.url, "/v1/operators")
-            assert response.status_code >= 500
-            assert_error(response, response.status_code)
+            # Requests that need the database: a 503 to retry, never a 500.
+            assert_error(get(server.url, "/v1/operators"), 503, "database_unavailable")
+            batch = sign_batch(Account.create(), [])  # verified before the database is needed
+            response = httpx.post(
+                f"{server.url}/v1/batches",
+                content=batch.model_dump_json(),
+                headers={"content-type": "application/json"},
+                timeout=TIMEOUT,
+            )
+            assert_error(response, 503, "database_unavailable")
     finally:
         if engine is not None:
             engine.dispose()
