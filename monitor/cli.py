@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from monitor.exceptions import ConfigError
 from monitor.settings import Settings
@@ -27,10 +28,12 @@ def _settings(args: argparse.Namespace, **flag_to_field: str) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
-            f"MONITOR_{'_'.join(str(p) for p in e['loc'][:1]).upper()}: {e['msg']}"
+            f"MONITOR_{str(e['loc'][0]).upper()}: {e['msg'].removeprefix('Value error, ')}"
             for e in exc.errors()
         )
         raise ConfigError(f"bad settings: {problems}") from None
+    except SettingsError as exc:  # e.g. a list variable that is not JSON
+        raise ConfigError(f"bad settings: {exc}") from None
 
 
 def _database_flag(parser: argparse.ArgumentParser) -> None:

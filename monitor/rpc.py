@@ -17,8 +17,9 @@ from monitor.exceptions import RpcMalformed, RpcUnavailable
 
 _HEX_QUANTITY = re.compile(r"0x(0|[1-9a-fA-F][0-9a-fA-F]*)")
 _HASH = re.compile(r"0x[0-9a-fA-F]{64}")
-# Strings are matched whole, so brackets inside them do not count towards nesting.
-_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+# Strings are matched whole, so brackets inside them do not count towards nesting; possessive
+# quantifiers and an optional closing quote keep the scan linear on hostile input.
+_JSON_TOKENS = re.compile(rb'"(?:[^"\\]++|\\.)*+"?|[\[\]{}]', re.DOTALL)
 MAX_JSON_DEPTH = 64  # JSON-RPC answers we read nest a few levels; deeper is an attack
 MAX_QUANTITY = 2**63 - 1  # what the database and the signed results hold
 _ids = itertools.count(1)

@@ -463,3 +463,20 @@ def test_parse_hash_rejects(value: Any) -> None:
     with pytest.raises(RpcMalformed) as info:
         parse_hash(value, "block.hash")
     assert info.value.kind == "malformed"
+
+
+def test_depth_scan_is_linear_on_hostile_strings() -> None:
+    """Escaped quotes with no closing quote made a backtracking scan quadratic (about half an
+    hour for 1 MB, with the probe's event loop frozen); it must finish at once."""
+    import threading
+
+    from monitor.rpc import _json_depth
+
+    hostile = b'"' + b'\\"' * 500_000
+    done: list[int] = []
+    worker = threading.Thread(target=lambda: done.append(_json_depth(hostile)), daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert done == [0]
+    assert _json_depth(b'{"a": [1, {"b": "[[\\"[["}]}') == 3
+    assert _json_depth(b"[" * 100) == 100

@@ -13,8 +13,10 @@ from monitor.rpc import parse_quantity
 
 async def check(round_: ChainRound) -> None:
     async def one(obs: Observation) -> None:
-        result, latency_us = await round_.call(obs, "eth_blockNumber", [])
-        obs.observed_at_ms = obs.sent_at_ms or obs.observed_at_ms
+        try:
+            result, latency_us = await round_.call(obs, "eth_blockNumber", [])
+        finally:  # also when it failed: the observation is of that moment
+            obs.observed_at_ms = obs.sent_at_ms or obs.observed_at_ms
         obs.latency_us = latency_us
         obs.head = parse_quantity(result, "eth_blockNumber")
 

@@ -37,7 +37,8 @@ def require_head(database_url: str) -> None:
 
     head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
     url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+    on_disk = url.database not in (None, "", ":memory:") and "uri" not in url.query
+    if url.get_backend_name() == "sqlite" and on_disk and not Path(str(url.database)).exists():
         # Connecting would create an empty file; say what is missing instead.
         raise ConfigError(f"no database at {url.database}: run `monitor db upgrade`")
     engine = make_engine(database_url)

@@ -75,9 +75,12 @@ class ProbeAgent:
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._new_batch = asyncio.Event()
         self._round_task: asyncio.Task[object] | None = None
+        self._refresh_task: asyncio.Task[object] | None = None
+        self._stopping = False
 
     async def refresh_targets(self) -> bool:
         headers = auth_headers(self.account, method="GET", path=TARGETS_PATH)
+        self._refresh_task = asyncio.current_task()
         try:
             response = await self._collector.get(TARGETS_PATH, headers=headers)
             response.raise_for_status()
@@ -85,6 +88,11 @@ class ProbeAgent:
         except (httpx.HTTPError, ValueError) as exc:  # ValueError: not JSON, not targets
             log.warning("targets: %s; keeping the last list", _describe(exc))
             return False
+        except asyncio.CancelledError:
+            self._absorb_stop("targets refresh")
+            return False
+        finally:
+            self._refresh_task = None
         return True
 
     async def round(self) -> str | None:
@@ -99,21 +107,33 @@ class ProbeAgent:
             batch = sign_batch(self.account, results)
             # Queued before any attempt to send: from here on the round cannot be lost.
             self.outbox.put(batch.message.batchId, batch.model_dump_json().encode())
+        except asyncio.CancelledError:
+            self._absorb_stop("round")
+            return None
         finally:
             self._round_task = None
         self._new_batch.set()
         return batch.message.batchId
 
-    async def finish_round(self, timeout_s: float) -> None:
+    def _absorb_stop(self, what: str) -> None:
+        """A cancellation from our own stop ends the job quietly; any other is re-raised."""
+        task = asyncio.current_task()
+        if not self._stopping or task is None:
+            raise asyncio.CancelledError
+        task.uncancel()
+        log.info("%s cut short by the stop; nothing of it was queued", what)
+
+    async def stop_jobs(self, timeout_s: float) -> None:
         """Let a round in flight finish (bounded), so a stop keeps its batch; past the bound,
-        cancel it before it signs anything, rather than let it run on closed clients."""
-        task = self._round_task
-        if task is None or task.done():
-            return
-        await asyncio.wait({task}, timeout=timeout_s)
-        if not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=1.0)
+        cancel it before it signs anything rather than let it run on closed clients. A targets
+        refresh in flight is cancelled: the next start fetches them again."""
+        self._stopping = True
+        if self._round_task is not None:
+            await asyncio.wait({self._round_task}, timeout=timeout_s)
+        for task in (self._round_task, self._refresh_task):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
 
     async def deliver_pending(self) -> bool:
         """Send what the outbox holds, oldest first. False when the collector must be retried."""
@@ -209,8 +229,8 @@ async def run_probe(settings: Settings, *, stop: asyncio.Event | None = None) ->
         await stop.wait()
     finally:
         scheduler.pause()
-        # A round is bounded by its calls' timeouts (three per endpoint, in sequence).
-        await agent.finish_round(timeout_s=3 * settings.rpc_timeout_s + 1)
+        # A round takes three calls' timeouts at most per endpoint, plus waits for a free slot.
+        await agent.stop_jobs(timeout_s=max(settings.interval_s, 3 * settings.rpc_timeout_s) + 5)
         scheduler.shutdown(wait=False)
         delivery.cancel()
         await asyncio.wait({delivery}, timeout=5.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Mapping
 
@@ -10,7 +11,9 @@ from monitor.checks.base import ChainRound, CheckFn, Observation
 from monitor.checks.registry import CHECKS
 from monitor.ingest.schemas import ProbeResult
 from monitor.probe.targets import ChainTarget, Targets
-from monitor.rpc import RpcClient
+from monitor.rpc import MAX_QUANTITY, RpcClient
+
+log = logging.getLogger("monitor.probe")
 
 
 async def run_chain(
@@ -40,9 +43,22 @@ async def run_round(
     checks: Mapping[str, CheckFn] = CHECKS,
 ) -> list[ProbeResult]:
     per_chain = await asyncio.gather(
-        *(run_chain(chain, rpc=rpc, semaphore=semaphore, checks=checks) for chain in targets.chains)
+        *(
+            run_chain(chain, rpc=rpc, semaphore=semaphore, checks=checks)
+            for chain in targets.chains
+        ),
+        return_exceptions=True,
     )
-    return [result for results in per_chain for result in results]
+    results: list[ProbeResult] = []
+    for chain, outcome in zip(targets.chains, per_chain, strict=True):
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, Exception):  # cancellation and the like: not ours
+                raise outcome
+            # A bug one chain's answers trigger must not cost every other chain its round.
+            log.error("chain %s: round failed", chain.chain_id, exc_info=outcome)
+            continue
+        results.extend(outcome)
+    return results
 
 
 def to_result(obs: Observation, round_: ChainRound) -> ProbeResult:
@@ -50,6 +66,9 @@ def to_result(obs: Observation, round_: ChainRound) -> ProbeResult:
     lag_blocks = None
     if obs.ok and obs.head is not None and reference is not None:
         lag_blocks = max(0, reference - obs.head)
+    lag_ms = None if lag_blocks is None else round(lag_blocks * round_.chain.block_time_s * 1000)
+    if lag_ms is not None and lag_ms > MAX_QUANTITY:  # an absurd head: lag in blocks still says it
+        lag_ms = None
     return ProbeResult(
         endpoint_id=obs.target.endpoint_id,
         operator_id=obs.target.operator_id,
@@ -61,7 +80,7 @@ def to_result(obs: Observation, round_: ChainRound) -> ProbeResult:
         head=obs.head,
         reference_head=reference,
         lag_blocks=lag_blocks,
-        lag_ms=None if lag_blocks is None else round(lag_blocks * round_.chain.block_time_s * 1000),
+        lag_ms=lag_ms,
         check_height=round_.check_height,
         block_hash=obs.block_hash,
         correct=obs.correct if obs.ok else None,

@@ -294,3 +294,40 @@ def test_stop_during_a_round_keeps_its_batch(
     # The round finished on open clients: no endpoint was blamed for the probe's own stop.
     assert b'"transport"' not in bodies[0]
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+def test_stop_cuts_a_stuck_round_short_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A round stuck past the stop's allowance (here: a collector that never answers the targets
+    request) is cancelled before it queues anything, without an error, and run_probe returns."""
+    from monitor.probe.agent import run_probe
+
+    async def never(request: Request) -> Response:
+        await asyncio.sleep(30)
+        return JSONResponse({})
+
+    key = tmp_path / "probe.key"
+    key.write_text(Account.create().key.hex() + "\n")
+    key.chmod(0o600)
+    app = Starlette(routes=[Route("/v1/targets", never)])
+    with ServerThread(app, name="silent-collector") as server:
+        settings = Settings(
+            collector_url=server.url, key_file=key, interval_s=0.1, rpc_timeout_s=0.1
+        )
+
+        async def run() -> None:
+            stop = asyncio.Event()
+            asyncio.get_running_loop().call_later(0.3, stop.set)
+            async with asyncio.timeout(20):  # the allowance is max(0.1, 0.3) + 5 s
+                await run_probe(settings, stop=stop)
+
+        with caplog.at_level("INFO"):
+            asyncio.run(run())
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert any("cut short by the stop" in r.getMessage() for r in caplog.records)
+    outbox = Outbox(key.with_name(key.name + ".outbox.sqlite"))
+    try:
+        assert (outbox.depth(), outbox.rejected_count()) == (0, 0)
+    finally:
+        outbox.close()

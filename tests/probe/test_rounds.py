@@ -1,0 +1,60 @@
+"""monitor.probe.rounds: turning observations into results, and one chain's failure contained."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from monitor.checks.base import ChainRound, Observation
+from monitor.probe import rounds
+from monitor.probe.targets import ChainTarget, EndpointTarget, Targets
+from monitor.rpc import MAX_QUANTITY, RpcClient
+
+
+def chain(chain_id: int, block_time_s: float = 12.0) -> ChainTarget:
+    endpoint = EndpointTarget(endpoint_id=chain_id, operator_id="op", url="http://127.0.0.1:9/")
+    return ChainTarget(
+        chain_id=chain_id,
+        name=f"c{chain_id}",
+        block_time_s=block_time_s,
+        confirmations=6,
+        endpoints=[endpoint],
+    )
+
+
+def test_absurd_lag_keeps_blocks_and_drops_milliseconds() -> None:
+    """Two endpoints claiming block 2**63-1 and one at 100: the lag in milliseconds would not fit
+    a result; the result must still be valid, or the whole round would be lost."""
+    target = chain(1)
+    round_ = ChainRound(
+        chain=target,
+        rpc=None,
+        semaphore=asyncio.Semaphore(1),  # type: ignore[arg-type]
+        observations=[],
+        reference_head=MAX_QUANTITY,
+    )
+    obs = Observation(target=target.endpoints[0], observed_at_ms=1, latency_us=5, head=100)
+    result = rounds.to_result(obs, round_)
+    assert result.lag_blocks == MAX_QUANTITY - 100
+    assert result.lag_ms is None
+
+
+def test_a_failing_chain_does_not_cost_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def checks_fail_on_chain_2(round_: ChainRound) -> None:
+        if round_.chain.chain_id == 2:
+            raise RuntimeError("a bug this chain's answers trigger")
+
+    async def scenario() -> list[int]:
+        async with httpx.AsyncClient() as client:
+            rpc = RpcClient(client, timeout_s=1, max_response_bytes=1024)
+            results = await rounds.run_round(
+                Targets(chains=[chain(1), chain(2), chain(3)]),
+                rpc=rpc,
+                semaphore=asyncio.Semaphore(4),
+                checks={"boom": checks_fail_on_chain_2},
+            )
+        return sorted(r.chain_id for r in results)
+
+    assert asyncio.run(scenario()) == [1, 3]
