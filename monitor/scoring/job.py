@@ -19,7 +19,6 @@ log = logging.getLogger("monitor.scoring")
 def policy_from(settings: Settings) -> Policy:
     return Policy(
         min_probes=settings.min_probes,
-        window_s=parse_window(settings.windows[0]),
         recent_lag_checks=settings.recent_lag_samples,
     )
 

@@ -73,9 +73,8 @@ class Policy:
     # A node that served wrong data once in 20 judged checks is not routed to at all.
     min_correctness: float = 0.95
     # Not used by score_endpoint: how the caller builds ProbeSamples. Availability, latency and
-    # correctness are judged over the window; lag over each probe's last few available checks,
-    # so a stalled node drops within a few rounds and recovers as fast.
-    window_s: float = 300.0
+    # correctness are judged over the window (MONITOR_WINDOWS); lag over each probe's last few
+    # available checks, so a stalled node drops within a few rounds and recovers as fast.
     recent_lag_checks: int = 3
 
     def __post_init__(self) -> None:
@@ -91,8 +90,8 @@ class Policy:
             self.latency_ref_ms > 0 and math.isfinite(self.latency_ref_ms)
         ):
             raise ValueError("latency_ref_ms must be finite and > 0")
-        if not self.window_s > 0 or self.recent_lag_checks < 1:
-            raise ValueError("window_s must be > 0 and recent_lag_checks >= 1")
+        if self.recent_lag_checks < 1:
+            raise ValueError("recent_lag_checks must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
