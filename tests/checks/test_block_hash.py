@@ -13,6 +13,7 @@ from monitor.checks import block_hash, head
 from tests.checks.test_head import (
     CONFIRMATIONS,
     LEAD,
+    MIX,
     ChecksNet,
     Node,
     assert_consistent,
@@ -27,17 +28,6 @@ FAKE_NODES = {
     "bad-hash": Node(block="bad_hash"),
     "newline-hash": Node(block="newline_hash"),
 }
-MIX = (
-    "healthy-a",
-    "healthy-b",
-    "slow",
-    "fork",
-    "lagging",
-    "wrongchain",
-    "malformed",
-    "down",
-    "liar",
-)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from monitor import simnet
+from monitor import demo, simnet
 from monitor.db.models import Batch, Probe
 from monitor.db.session import make_engine, session_scope
 from monitor.demo import free_port
@@ -40,13 +40,13 @@ DRAIN_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
 
-class Processes:
-    """Children started through ``python -m monitor.cli``; each logs to a file in ``logdir``."""
+class Processes(demo.Processes):
+    """The demo's process group, plus one-shot commands, single stops and logs for the test.
+    Children run from ``logdir`` and append to a log file each there."""
 
     def __init__(self, logdir: Path, env: dict[str, str]) -> None:
+        super().__init__(logdir, env)
         self.logdir = logdir
-        self.env = env
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.stopped: list[subprocess.Popen[bytes]] = []
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
@@ -112,18 +112,6 @@ class Processes:
             proc.kill()
             proc.wait(timeout=5)
             return None
-
-    def stop_all(self) -> None:
-        for _, proc in reversed(self.children):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for _, proc in reversed(self.children):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
 
     def logs(self) -> str:
         return "\n".join(
