@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+ANVIL := tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 
 .PHONY: demo test check clean
 
@@ -13,10 +14,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# anvil, pinned by tools/package-lock.json; npm blocks its postinstall, which is not needed: the
+# binary ships in the platform package.
+$(ANVIL): tools/package.json tools/package-lock.json
+	cd tools && npm ci --no-audit --no-fund
+	test -x $(ANVIL) && touch $(ANVIL)
+
 demo: $(STAMP)
 	$(BIN)/monitor demo
 
-test: $(STAMP)
+test: $(STAMP) $(ANVIL)
 	$(BIN)/python -m pytest -q
 
 check: $(STAMP)
