@@ -15,6 +15,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from monitor import openapi
 from monitor.db.session import make_engine
 from monitor.exceptions import MonitorError
 from monitor.ingest.views import router as ingest_router
@@ -113,4 +114,5 @@ def create_app(
 
     for router in (ingest_router, registry_router, scoring_router, operators_router):
         app.include_router(router)
+    openapi.install(app)
     return app

@@ -8,9 +8,8 @@ store nothing (row counts of every table unchanged). The fuzzer cannot forge sig
 tests that garbage is refused cleanly, not that good batches are accepted (tests/ingest does).
 
 ``POST /v1/batches`` reads its body itself (size cap while streaming) and ``GET /v1/targets``
-reads its authentication headers itself, so the app's schema declares neither; the test adds
-them, from the wire models (``SignedBatch``) and the header names of monitor.signing, so the
-fuzzer sends batch-shaped bodies and probe-shaped headers instead of nothing.
+reads its authentication headers itself; monitor/openapi.py declares both in the schema, so the
+fuzzer sends batch-shaped bodies and probe-shaped headers instead of nothing (asserted below).
 
 The chain and operators of the demo registry exist and are scored once, so the fuzzer also hits
 the paths that find something (``/v1/scores?chain_id=1337``, ``/v1/operators/alpha``).
@@ -18,7 +17,6 @@ the paths that find something (``/v1/scores?chain_id=1337``, ``/v1/operators/alp
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections import Counter
@@ -40,12 +38,11 @@ from sqlalchemy import Engine, select
 from monitor import simnet
 from monitor.db.models import Endpoint
 from monitor.db.session import session_scope
-from monitor.ingest.schemas import SignedBatch
 from monitor.scoring.job import run_scoring
 from monitor.serving import ServerThread
 from monitor.settings import Settings
 from monitor.signing.canonical import results_hash
-from monitor.signing.eip712 import HEADER_PROBE, HEADER_SIGNATURE, HEADER_TIMESTAMP, typed_data
+from monitor.signing.eip712 import typed_data
 from tests.conftest import Network, row_counts
 
 # Examples per operation, drawn from all its strategies (positive, negative, aimed at what
@@ -70,45 +67,6 @@ FUZZ_SETTINGS = hypothesis.settings(
     ],
     phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],  # no shrinking: report as is
 )
-
-
-def augmented_schema(raw: dict[str, Any]) -> dict[str, Any]:
-    """The app's schema, plus what its views read by hand: the batch body and the probe
-    authentication headers."""
-    schema = copy.deepcopy(raw)
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    body = SignedBatch.model_json_schema(ref_template="#/components/schemas/{model}")
-    components.update(body.pop("$defs", {}))
-    components["SignedBatch"] = body
-    post = schema["paths"]["/v1/batches"]["post"]
-    assert "requestBody" not in post, "the app now declares the batch body: drop this patch"
-    post["requestBody"] = {
-        "required": True,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SignedBatch"}}},
-    }
-    targets = schema["paths"]["/v1/targets"]["get"]
-    assert not targets.get("parameters"), "the app now declares the auth headers: drop this patch"
-    targets["parameters"] = [
-        {
-            "name": HEADER_PROBE,
-            "in": "header",
-            "required": True,
-            "schema": {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"},
-        },
-        {
-            "name": HEADER_TIMESTAMP,
-            "in": "header",
-            "required": True,
-            "schema": {"type": "string", "pattern": "^[0-9]{1,16}$"},
-        },
-        {
-            "name": HEADER_SIGNATURE,
-            "in": "header",
-            "required": True,
-            "schema": {"type": "string", "pattern": "^0x[0-9a-fA-F]{130}$"},
-        },
-    ]
-    return schema
 
 
 def now_ms() -> int:
@@ -269,7 +227,9 @@ def test_fuzz_api_from_its_openapi_schema(
     collector: ServerThread, engine: Engine, scored: Network
 ) -> None:
     raw = httpx.get(f"{collector.url}/openapi.json", timeout=TIMEOUT_S).json()
-    schema = schemathesis.openapi.from_dict(augmented_schema(raw))
+    assert "requestBody" in raw["paths"][BATCHES[1]]["post"]
+    assert len(raw["paths"]["/v1/targets"]["get"]["parameters"]) == 3
+    schema = schemathesis.openapi.from_dict(raw)
     operations = [result.ok() for result in schema.get_all_operations()]
     keys = {(op.method.upper(), op.path) for op in operations}
     assert BATCHES in keys and ("GET", "/v1/weights") in keys, keys
