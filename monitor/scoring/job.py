@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from monitor.db.session import session_scope
 from monitor.scoring.policy import Policy
@@ -43,6 +44,8 @@ def start_scheduler(engine: Engine, settings: Settings) -> BackgroundScheduler:
         try:
             summaries = run_scoring(engine, settings)
             log.debug("scored %d chain-windows", len(summaries))
+        except (OperationalError, InterfaceError) as exc:  # database down: expected, retried
+            log.warning("scoring skipped: database unavailable (%s)", type(exc).__name__)
         except Exception:  # keep the schedule alive; the next tick retries
             log.exception("scoring run failed")
 
