@@ -89,6 +89,14 @@ async def not_json(request: Request) -> Response:
     return PlainTextResponse("<html>garbage \x00 not json", media_type="text/html")
 
 
+async def empty_body(request: Request) -> Response:
+    return Response(b"", media_type="application/json")
+
+
+async def wrong_result_type(request: Request) -> Response:
+    return JSONResponse({"jsonrpc": "2.0", "id": await _request_id(request), "result": 12})
+
+
 async def invalid_utf8(request: Request) -> Response:
     return Response(b"\xff\xfe\xfd{", media_type="application/json")
 
@@ -159,6 +167,8 @@ ROUTES = {
     "bad_error_object": bad_error_object,
     "error_string": error_string,
     "not_json": not_json,
+    "empty_body": empty_body,
+    "wrong_result_type": wrong_result_type,
     "invalid_utf8": invalid_utf8,
     "json_array": json_array,
     "json_scalar": json_scalar,
@@ -296,6 +306,7 @@ def test_jsonrpc_error_object_is_rpc_error(server: ServerThread) -> None:
     "route",
     [
         "not_json",
+        "empty_body",
         "invalid_utf8",
         "json_array",
         "json_scalar",
@@ -480,3 +491,18 @@ def test_depth_scan_is_linear_on_hostile_strings() -> None:
     assert done == [0]
     assert _json_depth(b'{"a": [1, {"b": "[[\\"[["}]}') == 3
     assert _json_depth(b"[" * 100) == 100
+
+
+def test_result_of_the_wrong_type_is_malformed_when_parsed(server: ServerThread) -> None:
+    """The client returns any ``result``; the check's parser refuses a number for a quantity."""
+
+    async def call() -> Any:
+        async with httpx.AsyncClient() as client:
+            rpc = RpcClient(client, timeout_s=2, max_response_bytes=4096)
+            result, _ = await rpc.call(f"{server.url}/wrong_result_type", "eth_blockNumber", [])
+            return result
+
+    result = asyncio.run(call())
+    assert result == 12
+    with pytest.raises(RpcMalformed):
+        parse_quantity(result, "eth_blockNumber")
