@@ -20,18 +20,14 @@ Needs root and iproute2 (``ip netns``); skipped with the reason otherwise.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -41,6 +37,7 @@ from monitor import simnet
 from monitor.db.models import Batch, Probe
 from monitor.db.session import make_engine, session_scope
 from monitor.demo import free_port
+from tests.e2e.test_processes import Processes, responds, wait_for
 
 pytestmark = [pytest.mark.e2e]
 
@@ -205,78 +202,15 @@ def topology() -> Iterator[Topology]:
     assert not leftovers, f"namespaces not removed: {leftovers}"
 
 
-class Children:
-    """The processes of one run: each logs to a file in ``logdir``; all stopped at the end."""
-
-    def __init__(self, logdir: Path, env: dict[str, str]) -> None:
-        self.logdir = logdir
-        self.env = env
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, name: str, *args: str, netns: str | None = None) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "monitor.cli", *args]
-        if netns is not None:
-            command = ["ip", "netns", "exec", netns, *command]  # execs: the pid is python's
-        with (self.logdir / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.logdir,
-                start_new_session=True,
-            )
-        self.procs.append((name, proc))
-        return proc
-
-    def run(self, *args: str) -> str:
-        proc = subprocess.run(
-            [sys.executable, "-m", "monitor.cli", *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            cwd=self.logdir,
-            timeout=COMMAND_TIMEOUT_S,
-            check=False,
-        )
-        assert proc.returncode == 0, f"monitor {' '.join(args)}: {proc.stdout}\n{proc.stderr}"
-        return proc.stdout
-
-    def check_alive(self) -> None:
-        for name, proc in self.procs:
-            if proc.poll() is not None:
-                raise AssertionError(f"{name} exited with {proc.returncode}")
-
-    def stop_all(self) -> None:
-        """SIGTERM to all, then SIGKILL to whatever has not exited in time."""
-        for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for _, proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"----- {path.name} -----\n{path.read_text(errors='replace')}"
-            for path in sorted(self.logdir.glob("*.log"))
-        )
-
-
 @pytest.fixture
-def children(tmp_path: Path) -> Iterator[Children]:
+def children(tmp_path: Path) -> Iterator[Processes]:
     # No MONITOR_* from the caller, and no proxy: 10.231.x.1 is reached directly.
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith("MONITOR_") and not k.lower().endswith("_proxy")
     }
-    procs = Children(tmp_path, env)
+    procs = Processes(tmp_path, env)
     try:
         yield procs
     finally:
@@ -284,27 +218,8 @@ def children(tmp_path: Path) -> Iterator[Children]:
         print(procs.logs())  # shown by pytest when the test failed
 
 
-def wait_for(what: str, condition: Callable[[], Any], procs: Children, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        procs.check_alive()
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.25)
-
-
-def responds(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1, trust_env=False).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def test_probes_in_namespaces_reach_operators_and_collector_across_interfaces(
-    topology: Topology, children: Children, tmp_path: Path
+    topology: Topology, children: Processes, tmp_path: Path
 ) -> None:
     procs = children
     host = topology.host_address
@@ -315,7 +230,7 @@ def test_probes_in_namespaces_reach_operators_and_collector_across_interfaces(
     procs.env["MONITOR_SCORING_INTERVAL_S"] = "1"
 
     keys = [tmp_path / f"probe-{i}.key" for i in range(PROBES)]
-    addresses = [procs.run("keygen", "--out", str(k)).strip() for k in keys]
+    addresses = [out.strip() for out in procs.run(*(("keygen", "--out", str(k)) for k in keys))]
     registry = tmp_path / "registry.yaml"
     simnet.write_registry(
         registry,
@@ -327,8 +242,8 @@ def test_probes_in_namespaces_reach_operators_and_collector_across_interfaces(
             for i, a in enumerate(addresses)
         ],
     )
-    procs.run("db", "upgrade")
-    assert f"probes: {PROBES} created" in procs.run("registry", "apply", str(registry))
+    procs.run(("db", "upgrade"))
+    assert f"probes: {PROBES} created" in procs.run(("registry", "apply", str(registry)))[0]
 
     # Both listen on the bridge address only: reachable from the namespaces and this host.
     procs.start("simnet", "simnet", "--host", host, "--port", str(sim_port))
@@ -347,7 +262,7 @@ def test_probes_in_namespaces_reach_operators_and_collector_across_interfaces(
             str(key),
             "--interval",
             str(INTERVAL_S),
-            netns=ns,
+            prefix=("ip", "netns", "exec", ns),  # execs: the pid stays python's
         )
 
     engine = make_engine(f"sqlite:///{db_path}")

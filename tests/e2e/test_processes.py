@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,10 +49,11 @@ class Processes(demo.Processes):
         self.logdir = logdir
         self.stopped: list[subprocess.Popen[bytes]] = []
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *args: str, prefix: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+        """``prefix`` runs the command through another, e.g. ``ip netns exec NS``."""
         with (self.logdir / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "monitor.cli", *args],
+                [*prefix, sys.executable, "-m", "monitor.cli", *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
@@ -147,7 +148,8 @@ def wait_for(
 
 def responds(url: str) -> bool:
     try:
-        return httpx.get(url, timeout=1).status_code == 200
+        # trust_env=False: no proxy from the environment between a test and its own servers
+        return httpx.get(url, timeout=1, trust_env=False).status_code == 200
     except httpx.HTTPError:
         return False
 
