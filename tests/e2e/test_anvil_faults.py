@@ -33,7 +33,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import Engine, select
@@ -48,7 +47,13 @@ from monitor.scoring.job import run_scoring
 from monitor.serving import ServerThread
 from monitor.settings import Settings
 from tests.conftest import make_settings
-from tests.support.anvil import AnvilNode, ChainDriver, anvil_available, anvil_nodes
+from tests.support.anvil import (
+    AnvilNode,
+    ChainDriver,
+    anvil_available,
+    anvil_nodes,
+    write_registry,
+)
 from tests.support.proxy import FaultProxy
 
 if not anvil_available():
@@ -82,26 +87,7 @@ def settings(database_url: str) -> Settings:
 def apply_hand_registry(
     engine: Engine, path: Path, operators: dict[str, str], probes: list[LocalAccount]
 ) -> None:
-    registry = {
-        "chains": [
-            {
-                "chain_id": CHAIN_ID,
-                "name": "anvil",
-                "block_time_s": 1,
-                "confirmations": 3,
-                "sla": {"latency_p95_ms": 250, "max_lag_blocks": 2},
-            }
-        ],
-        "operators": [
-            {"id": op, "name": f"Operator {op}", "endpoints": [{"chain_id": CHAIN_ID, "url": url}]}
-            for op, url in operators.items()
-        ],
-        "probes": [
-            {"address": a.address, "name": f"probe-{i}", "region": f"region-{i}"}
-            for i, a in enumerate(probes)
-        ],
-    }
-    path.write_text(yaml.safe_dump(registry, sort_keys=False))
+    write_registry(path, operators, [a.address for a in probes], chain_id=CHAIN_ID)
     with session_scope(engine) as session:
         apply_registry(session, registry=load_registry(path))
 

@@ -31,13 +31,12 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from sqlalchemy import Engine, Row, func, select
 
 from monitor.db.models import Batch, Probe, Result
 from monitor.db.session import make_engine, session_scope
 from tests.e2e.test_processes import Processes, outbox_counts, responds, wait_for
-from tests.support.anvil import AnvilNode, ChainDriver, anvil_available, free_port
+from tests.support.anvil import AnvilNode, ChainDriver, anvil_available, free_port, write_registry
 from tests.support.postgres import PostgresCluster
 
 pytestmark = [
@@ -153,31 +152,12 @@ class Deployment:
         self.addresses = [
             out.strip() for out in self.procs.run(*(("keygen", "--out", str(k)) for k in self.keys))
         ]
-        registry = {
-            "chains": [
-                {
-                    "chain_id": CHAIN_ID,
-                    "name": "anvil",
-                    "block_time_s": 1,
-                    "confirmations": 3,
-                    "sla": {"availability": 0.99, "latency_p95_ms": 250, "max_lag_blocks": 2},
-                }
-            ],
-            "operators": [
-                {
-                    "id": node.name,
-                    "name": node.name.title(),
-                    "endpoints": [{"chain_id": CHAIN_ID, "url": node.url}],
-                }
-                for node in self.nodes
-            ],
-            "probes": [
-                {"address": a, "name": f"probe-{i}", "region": f"region-{i}"}
-                for i, a in enumerate(self.addresses)
-            ],
-        }
-        registry_file = self.workdir / "registry.yaml"
-        registry_file.write_text(yaml.safe_dump(registry, sort_keys=False))
+        registry_file = write_registry(
+            self.workdir / "registry.yaml",
+            {node.name: node.url for node in self.nodes},
+            self.addresses,
+            chain_id=CHAIN_ID,
+        )
         self.procs.run(("db", "upgrade"))
         [applied] = self.procs.run(("registry", "apply", str(registry_file)))
         assert f"probes: {PROBES} created" in applied, applied

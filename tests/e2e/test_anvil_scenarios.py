@@ -38,7 +38,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import Engine, func, select
@@ -52,7 +51,14 @@ from monitor.registry.schema import load_registry
 from monitor.scoring.job import run_scoring
 from monitor.serving import ServerThread
 from monitor.settings import Settings
-from tests.support.anvil import AnvilNode, ChainDriver, RpcFailed, anvil_available, anvil_nodes
+from tests.support.anvil import (
+    AnvilNode,
+    ChainDriver,
+    RpcFailed,
+    anvil_available,
+    anvil_nodes,
+    write_registry,
+)
 
 if not anvil_available():
     pytest.skip(
@@ -79,31 +85,14 @@ def register(engine: Engine, tmp_path: Path, nodes: list[AnvilNode]) -> list[Loc
     """Write the registry by hand (one operator per node, named after it), apply it, and return
     the probes' fresh keys."""
     accounts = [Account.create() for _ in range(PROBES)]
-    document = {
-        "chains": [
-            {
-                "chain_id": CHAIN_ID,
-                "name": "anvil",
-                "block_time_s": BLOCK_TIME_S,
-                "confirmations": CONFIRMATIONS,
-                "sla": {"latency_p95_ms": 250, "max_lag_blocks": 2},
-            }
-        ],
-        "operators": [
-            {
-                "id": node.name,
-                "name": f"Operator {node.name}",
-                "endpoints": [{"chain_id": CHAIN_ID, "url": node.url}],
-            }
-            for node in nodes
-        ],
-        "probes": [
-            {"address": a.address, "name": f"probe-{i}", "region": f"region-{i}"}
-            for i, a in enumerate(accounts)
-        ],
-    }
-    path = tmp_path / "registry.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    path = write_registry(
+        tmp_path / "registry.yaml",
+        {node.name: node.url for node in nodes},
+        [a.address for a in accounts],
+        chain_id=CHAIN_ID,
+        block_time_s=BLOCK_TIME_S,
+        confirmations=CONFIRMATIONS,
+    )
     with session_scope(engine) as session:
         apply_registry(session, registry=load_registry(path))
     return accounts

@@ -25,12 +25,13 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ANVIL = PROJECT_ROOT / "tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
@@ -230,3 +231,36 @@ def anvil_nodes(*nodes: AnvilNode) -> Iterator[list[AnvilNode]]:
     finally:
         for node in started:
             node.stop()
+
+
+def write_registry(
+    path: Path,
+    operators: Mapping[str, str],
+    probe_addresses: Sequence[str],
+    *,
+    chain_id: int = 31337,
+    block_time_s: float = 1,
+    confirmations: int = 3,
+) -> Path:
+    """A registry YAML for one anvil chain: one operator per ``{id: url}``, the given probes."""
+    document = {
+        "chains": [
+            {
+                "chain_id": chain_id,
+                "name": "anvil",
+                "block_time_s": block_time_s,
+                "confirmations": confirmations,
+                "sla": {"availability": 0.99, "latency_p95_ms": 250, "max_lag_blocks": 2},
+            }
+        ],
+        "operators": [
+            {"id": op, "name": f"Operator {op}", "endpoints": [{"chain_id": chain_id, "url": url}]}
+            for op, url in operators.items()
+        ],
+        "probes": [
+            {"address": address, "name": f"probe-{i}", "region": f"region-{i}"}
+            for i, address in enumerate(probe_addresses)
+        ],
+    }
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
