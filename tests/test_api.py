@@ -211,7 +211,7 @@ def test_targets_requires_a_registered_probe(
     ids = endpoint_ids(engine)
     # Full URLs (path included) for probes, in endpoint id order.
     assert chain["endpoints"] == [
-        {"endpoint_id": ids[o], "operator_id": o, "url": f"{network.sim.url}/{o}"}
+        {"endpoint_id": ids[o], "operator_id": o, "url": f"{network.sim.url}/{o}", "archive": False}
         for o in sorted(ids, key=ids.__getitem__)
     ]
 

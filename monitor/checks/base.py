@@ -1,10 +1,15 @@
 """The one contract every check follows, like blackbox_exporter's ProbeFn.
 
 A round of one chain is a ``ChainRound``: one ``Observation`` per endpoint, filled in by the
-checks in registry order. A check is ``async def check(round: ChainRound) -> None``: it makes its
-calls through ``round.call`` (shared client, bounded concurrency, timeouts) and writes what it saw
-into the observations. A check skips endpoints that an earlier check already found unavailable or
-incorrect (``obs.usable``).
+checks in registry order. A check is ``async def check(round_: ChainRound, config) -> None``: it
+makes its calls through ``round_.call`` (shared client, bounded concurrency, timeouts) and writes
+what it saw into the observations. A check skips endpoints that an earlier check already found
+unavailable or incorrect (``obs.usable``).
+
+Each check declares its configuration as a pydantic model (``CheckConfig``; the registry's
+``chains[].checks.<name>`` section is validated against it). Checks with ``ScheduledConfig`` run
+on their own cadence (``every_s``); the probe remembers per chain when each last ran
+(``ChainMemory``), and what it saw of each endpoint's head in earlier rounds.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from monitor.exceptions import RpcError
 from monitor.probe.targets import ChainTarget, EndpointTarget
@@ -50,12 +57,35 @@ class Observation:
         self.correct = False
 
 
+class CheckConfig(BaseModel):
+    """A check's section of the registry; the base has no options (the check runs every round)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScheduledConfig(CheckConfig):
+    """For checks too costly for every round: run at most once per ``every_s`` per chain."""
+
+    every_s: float = Field(60.0, ge=0, le=86_400)  # 0: every round
+
+
+@dataclass
+class ChainMemory:
+    """What a probe carries from one round of a chain to the next."""
+
+    last_run_s: dict[str, float] = field(default_factory=dict)  # check name -> monotonic time
+    # endpoint id -> (head, monotonic time that head was first seen): stalled-head detection
+    heads: dict[int, tuple[int, float]] = field(default_factory=dict)
+    reference_head: int | None = None  # the previous round's
+
+
 @dataclass
 class ChainRound:
     chain: ChainTarget
     rpc: RpcClient
     semaphore: asyncio.Semaphore
     observations: list[Observation]
+    memory: ChainMemory = field(default_factory=ChainMemory)
     reference_head: int | None = None
     check_height: int | None = None
 
@@ -68,7 +98,20 @@ class ChainRound:
         return [obs for obs in self.observations if obs.usable]
 
 
-CheckFn = Callable[[ChainRound], Awaitable[None]]
+CheckFn = Callable[[ChainRound, Any], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Check:
+    """A registry entry: the function, its configuration model, and whether it runs unasked.
+
+    A check that needs chain-specific input (an address, a contract) is ``default_on=False``: it
+    runs only for chains whose registry entry has its section.
+    """
+
+    fn: CheckFn
+    config: type[CheckConfig] = CheckConfig
+    default_on: bool = True
 
 
 async def for_each(round_: ChainRound, fn: Callable[[Observation], Awaitable[None]]) -> None:

@@ -4,13 +4,13 @@ judged (unknown), and neither can anyone when no majority with two agreeing answ
 
 from __future__ import annotations
 
-from monitor.checks.base import ChainRound, Observation, for_each
+from monitor.checks.base import ChainRound, CheckConfig, Observation, for_each
 from monitor.exceptions import RpcMalformed
 from monitor.probe.consensus import canonical_hash
 from monitor.rpc import parse_hash, parse_quantity
 
 
-async def check(round_: ChainRound) -> None:
+async def check(round_: ChainRound, config: CheckConfig) -> None:
     if round_.reference_head is None:
         return
     height = max(0, round_.reference_head - round_.chain.confirmations)

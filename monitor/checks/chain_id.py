@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from monitor.checks.base import ChainRound, Observation, for_each
+from monitor.checks.base import ChainRound, CheckConfig, Observation, for_each
 from monitor.rpc import parse_quantity
 
 
-async def check(round_: ChainRound) -> None:
+async def check(round_: ChainRound, config: CheckConfig) -> None:
     async def one(obs: Observation) -> None:
         result, _ = await round_.call(obs, "eth_chainId", [])
         if parse_quantity(result, "eth_chainId") != round_.chain.chain_id:

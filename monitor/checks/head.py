@@ -6,12 +6,12 @@ claims a huge head cannot make the honest ones look lagging; such a head is inco
 
 from __future__ import annotations
 
-from monitor.checks.base import ChainRound, Observation, for_each
+from monitor.checks.base import ChainRound, CheckConfig, Observation, for_each
 from monitor.probe.consensus import head_ahead_tolerance, reference_head
 from monitor.rpc import parse_quantity
 
 
-async def check(round_: ChainRound) -> None:
+async def check(round_: ChainRound, config: CheckConfig) -> None:
     async def one(obs: Observation) -> None:
         try:
             result, latency_us = await round_.call(obs, "eth_blockNumber", [])

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -34,6 +35,9 @@ class Chain(Base):
     sla_availability: Mapped[float] = mapped_column(Float)
     sla_latency_p95_ms: Mapped[float] = mapped_column(Float)
     sla_max_lag_blocks: Mapped[int] = mapped_column(Integer)
+    quorum: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
+    checks: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")  # JSON
+    scoring: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")  # JSON
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -57,6 +61,7 @@ class Endpoint(Base):
     operator_id: Mapped[str] = mapped_column(ForeignKey("operators.id"), index=True)
     chain_id: Mapped[int] = mapped_column(ForeignKey("chains.chain_id"), index=True)
     url: Mapped[str] = mapped_column(Text)
+    archive: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

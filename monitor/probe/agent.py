@@ -18,6 +18,7 @@ import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from eth_account.signers.local import LocalAccount
 
+from monitor.checks.base import ChainMemory
 from monitor.probe.outbox import Outbox
 from monitor.probe.rounds import run_round
 from monitor.probe.targets import Targets
@@ -73,6 +74,7 @@ class ProbeAgent:
             max_response_bytes=settings.max_response_bytes,
         )
         self._semaphore = asyncio.Semaphore(settings.concurrency)
+        self._memory: dict[int, ChainMemory] = {}  # per chain: check cadence, head history
         self._new_batch = asyncio.Event()
         self._round_task: asyncio.Task[object] | None = None
         self._refresh_task: asyncio.Task[object] | None = None
@@ -103,7 +105,9 @@ class ProbeAgent:
                 log.warning("round skipped: no targets yet")
                 return None
             assert self.targets is not None
-            results = await run_round(self.targets, rpc=self._rpc, semaphore=self._semaphore)
+            results = await run_round(
+                self.targets, rpc=self._rpc, semaphore=self._semaphore, memory=self._memory
+            )
             batch = sign_batch(self.account, results)
             # Queued before any attempt to send: from here on the round cannot be lost.
             self.outbox.put(batch.message.batchId, batch.model_dump_json().encode())

@@ -7,7 +7,9 @@ import logging
 import time
 from collections.abc import Mapping
 
-from monitor.checks.base import ChainRound, CheckFn, Observation
+from pydantic import ValidationError
+
+from monitor.checks.base import ChainMemory, ChainRound, Check, CheckConfig, Observation
 from monitor.checks.registry import CHECKS
 from monitor.ingest.schemas import ProbeResult
 from monitor.probe.targets import ChainTarget, Targets
@@ -16,12 +18,33 @@ from monitor.rpc import MAX_QUANTITY, RpcClient
 log = logging.getLogger("monitor.probe")
 
 
+def due_config(
+    name: str, check: Check, chain: ChainTarget, memory: ChainMemory, now_s: float
+) -> CheckConfig | None:
+    """The check's configuration for this chain if it is to run this round, else None."""
+    section = chain.checks.get(name)
+    if section is None and not check.default_on:
+        return None
+    try:
+        config = check.config.model_validate(section or {})
+    except ValidationError as exc:  # the collector validated it; a newer one may know more
+        log.warning("chain %s: check %s skipped, bad configuration: %s", chain.chain_id, name, exc)
+        return None
+    every_s = getattr(config, "every_s", 0)
+    last = memory.last_run_s.get(name)
+    if every_s and last is not None and now_s - last < every_s:
+        return None
+    memory.last_run_s[name] = now_s
+    return config
+
+
 async def run_chain(
     chain: ChainTarget,
     *,
     rpc: RpcClient,
     semaphore: asyncio.Semaphore,
-    checks: Mapping[str, CheckFn] = CHECKS,
+    checks: Mapping[str, Check] = CHECKS,
+    memory: ChainMemory | None = None,
 ) -> list[ProbeResult]:
     started_ms = time.time_ns() // 1_000_000
     round_ = ChainRound(
@@ -29,9 +52,14 @@ async def run_chain(
         rpc=rpc,
         semaphore=semaphore,
         observations=[Observation(target=t, observed_at_ms=started_ms) for t in chain.endpoints],
+        memory=memory if memory is not None else ChainMemory(),
     )
-    for check in checks.values():
-        await check(round_)
+    now_s = time.monotonic()
+    for name, check in checks.items():
+        config = due_config(name, check, chain, round_.memory, now_s)
+        if config is not None:
+            await check.fn(round_, config)
+    round_.memory.reference_head = round_.reference_head
     return [to_result(obs, round_) for obs in round_.observations]
 
 
@@ -40,11 +68,20 @@ async def run_round(
     *,
     rpc: RpcClient,
     semaphore: asyncio.Semaphore,
-    checks: Mapping[str, CheckFn] = CHECKS,
+    checks: Mapping[str, Check] = CHECKS,
+    memory: dict[int, ChainMemory] | None = None,
 ) -> list[ProbeResult]:
+    """``memory`` (chain id -> ChainMemory) carries cadence and head history across rounds."""
+    memory = memory if memory is not None else {}
     per_chain = await asyncio.gather(
         *(
-            run_chain(chain, rpc=rpc, semaphore=semaphore, checks=checks)
+            run_chain(
+                chain,
+                rpc=rpc,
+                semaphore=semaphore,
+                checks=checks,
+                memory=memory.setdefault(chain.chain_id, ChainMemory()),
+            )
             for chain in targets.chains
         ),
         return_exceptions=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel
 
 
@@ -9,6 +11,7 @@ class EndpointTarget(BaseModel):
     endpoint_id: int
     operator_id: str
     url: str
+    archive: bool = False  # serves historical state: asked by the archive check
 
 
 class ChainTarget(BaseModel):
@@ -16,6 +19,8 @@ class ChainTarget(BaseModel):
     name: str
     block_time_s: float
     confirmations: int
+    quorum: int = 2  # agreeing answers a majority needs (monitor.probe.consensus)
+    checks: dict[str, dict[str, Any]] = {}  # check name -> its registry section
     endpoints: list[EndpointTarget]
 
 

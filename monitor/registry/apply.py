@@ -3,6 +3,7 @@ deleted, so the history that refers to it stays."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,9 @@ def apply_registry(session: Session, *, registry: Registry) -> ApplySummary:
             "sla_availability": entry.sla.availability,
             "sla_latency_p95_ms": entry.sla.latency_p95_ms,
             "sla_max_lag_blocks": entry.sla.max_lag_blocks,
+            "quorum": entry.quorum,
+            "checks": json.dumps(entry.checks, sort_keys=True),
+            "scoring": entry.scoring.model_dump_json(exclude_defaults=True),
         }
         upsert(
             "chains",
@@ -97,8 +101,14 @@ def apply_registry(session: Session, *, registry: Registry) -> ApplySummary:
             upsert(
                 "endpoints",
                 endpoints.get(key),
-                {},
-                Endpoint(operator_id=operator.id, chain_id=ep.chain_id, url=ep.url, active=True),
+                {"archive": ep.archive},
+                Endpoint(
+                    operator_id=operator.id,
+                    chain_id=ep.chain_id,
+                    url=ep.url,
+                    archive=ep.archive,
+                    active=True,
+                ),
             )
 
     probes = {p.address: p for p in session.scalars(select(Probe))}

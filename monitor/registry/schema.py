@@ -17,7 +17,9 @@ from pydantic import (
     field_validator,
 )
 
+from monitor.checks.registry import CHECKS
 from monitor.exceptions import RegistryError
+from monitor.scoring.config import ScoringConfig
 
 
 class _Strict(BaseModel):
@@ -35,12 +37,35 @@ class ChainEntry(_Strict):
     name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     block_time_s: float = Field(gt=0)
     confirmations: int = Field(ge=0)
+    # Agreeing answers any majority vote needs (block hashes, logs, state): fewer -> unknown.
+    quorum: int = Field(2, ge=2, le=100)
     sla: SlaTargets = SlaTargets()
+    # check name -> its options (monitor/checks/<name>.py: Config); see docs/checks.md
+    checks: dict[str, dict[str, Any]] = {}
+    scoring: ScoringConfig = ScoringConfig()
+
+    @field_validator("checks")
+    @classmethod
+    def _known_checks(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name, section in value.items():
+            check = CHECKS.get(name)
+            if check is None:
+                raise ValueError(f"unknown check {name!r}; known: {', '.join(CHECKS)}")
+            try:
+                config = check.config.model_validate(section or {})
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise ValueError(f"{name}.{where}: {first['msg']}") from None
+            out[name] = config.model_dump(mode="json")
+        return out
 
 
 class EndpointEntry(_Strict):
     chain_id: int = Field(gt=0)
     url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")]
+    archive: bool = False  # keeps historical state: asked by the archive check
 
     @field_validator("url")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -45,12 +46,17 @@ def targets(session: Session) -> Targets:
                 name=chain.name,
                 block_time_s=chain.block_time_s,
                 confirmations=chain.confirmations,
+                quorum=chain.quorum,
+                checks=json.loads(chain.checks),
                 endpoints=[],
             ),
         )
         target.endpoints.append(
             EndpointTarget(
-                endpoint_id=endpoint.id, operator_id=endpoint.operator_id, url=endpoint.url
+                endpoint_id=endpoint.id,
+                operator_id=endpoint.operator_id,
+                url=endpoint.url,
+                archive=endpoint.archive,
             )
         )
     return Targets(chains=list(chains.values()))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from monitor.checks import block_hash, head
+from monitor.checks.registry import CHECKS
 from tests.checks.test_head import (
     CONFIRMATIONS,
     LEAD,
@@ -108,13 +108,13 @@ def test_one_answer_is_never_correct(net: ChecksNet) -> None:
 
 def test_hash_check_needs_a_reference(net: ChecksNet) -> None:
     # Without the head check there is no reference head: nothing is asked, nothing judged.
-    results = run_checks(net.target("healthy-a", "healthy-b"), {"block_hash": block_hash.check})
+    results = run_checks(net.target("healthy-a", "healthy-b"), {"block_hash": CHECKS["block_hash"]})
     for r in results.values():
         assert (r.check_height, r.block_hash, r.correct) == (None, None, None)
 
 
 def test_head_then_hash_without_chain_id(net: ChecksNet) -> None:
-    checks = {"head": head.check, "block_hash": block_hash.check}
+    checks = {"head": CHECKS["head"], "block_hash": CHECKS["block_hash"]}
     results = run_checks(net.target("healthy-a", "healthy-b", "fork"), checks)
     assert results["healthy-a"].correct is True
     assert results["fork"].error == "wrong_hash"

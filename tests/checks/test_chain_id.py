@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from monitor.checks import chain_id
+from monitor.checks.registry import CHECKS
 from tests.checks.test_head import (
     CONFIRMATIONS,
     LEAD,
@@ -35,7 +35,7 @@ def net() -> Iterator[ChecksNet]:
 
 def test_chain_id_check_alone(net: ChecksNet) -> None:
     target = net.target("healthy-a", "slow", "wrongchain", "other-liar-a", "malformed", "down")
-    results = run_checks(target, {"chain_id": chain_id.check})
+    results = run_checks(target, {"chain_id": CHECKS["chain_id"]})
     for name in ("healthy-a", "slow"):
         r = results[name]
         # A right chain id is necessary, not sufficient: correctness stays unknown.

@@ -21,7 +21,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from monitor.checks import head
 from monitor.checks.base import CheckFn
 from monitor.checks.registry import CHECKS
 from monitor.ingest.schemas import ProbeResult
@@ -292,7 +291,7 @@ def test_every_result_is_consistent(mix: Any) -> None:
 def test_head_check_alone_classifies_malformed_head(net: ChecksNet) -> None:
     # The simnet's malformed node answers eth_blockNumber with valid JSON-RPC and "0xZZ".
     target = net.target("healthy-a", "healthy-b", "malformed", "down")
-    results = run_checks(target, {"head": head.check})
+    results = run_checks(target, {"head": CHECKS["head"]})
     assert (results["malformed"].ok, results["malformed"].error) == (True, "malformed")
     assert results["malformed"].correct is False
     assert results["down"].error == "http_status"
@@ -304,7 +303,7 @@ def test_head_check_alone_classifies_malformed_head(net: ChecksNet) -> None:
 
 
 def test_single_endpoint_sets_its_own_reference(net: ChecksNet) -> None:
-    results = run_checks(net.target("healthy-a"), {"head": head.check})
+    results = run_checks(net.target("healthy-a"), {"head": CHECKS["head"]})
     r = results["healthy-a"]
     assert r.reference_head == r.head and r.lag_blocks == 0
 

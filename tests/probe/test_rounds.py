@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from monitor.checks.base import ChainRound, Observation
+from monitor.checks.base import ChainRound, Check, CheckConfig, Observation
 from monitor.probe import rounds
 from monitor.probe.targets import ChainTarget, EndpointTarget, Targets
 from monitor.rpc import MAX_QUANTITY, RpcClient
@@ -42,7 +42,7 @@ def test_absurd_lag_keeps_blocks_and_drops_milliseconds() -> None:
 
 
 def test_a_failing_chain_does_not_cost_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def checks_fail_on_chain_2(round_: ChainRound) -> None:
+    async def checks_fail_on_chain_2(round_: ChainRound, config: CheckConfig) -> None:
         if round_.chain.chain_id == 2:
             raise RuntimeError("a bug this chain's answers trigger")
 
@@ -53,7 +53,7 @@ def test_a_failing_chain_does_not_cost_the_others(monkeypatch: pytest.MonkeyPatc
                 Targets(chains=[chain(1), chain(2), chain(3)]),
                 rpc=rpc,
                 semaphore=asyncio.Semaphore(4),
-                checks={"boom": checks_fail_on_chain_2},
+                checks={"boom": Check(checks_fail_on_chain_2)},
             )
         return sorted(r.chain_id for r in results)
 
