@@ -29,7 +29,9 @@ async def check(round_: ChainRound, config: CheckConfig) -> None:
 
     await for_each(round_, one)
     voters = [obs for obs in round_.usable() if obs.block_hash is not None]
-    canonical = canonical_hash([obs.block_hash for obs in voters if obs.block_hash is not None])
+    canonical = canonical_hash(
+        [obs.block_hash for obs in voters if obs.block_hash is not None], round_.chain.quorum
+    )
     if canonical is None:
         return
     for obs in voters:

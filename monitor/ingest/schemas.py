@@ -21,10 +21,31 @@ ErrorKind = Literal[
     "wrong_chain",  # eth_chainId differs from the registry: incorrect
     "wrong_hash",  # block hash at check_height differs from the majority: incorrect
     "head_ahead",  # head far above the reference head no one else confirms: incorrect
+    "head_missing",  # cannot return the block at the head it claims: incorrect
+    "wrong_old_hash",  # block hash at a random older height differs from the majority: incorrect
+    "wrong_logs",  # eth_getLogs over a recent range differs from the majority: incorrect
+    "wrong_state",  # archive balance/storage at a historical block differs: incorrect
+    "wrong_call",  # the eth_call canary's answer differs from the majority: incorrect
+    "syncing",  # eth_syncing says the node is still syncing: stale, answered
+    "stalled",  # head unchanged for longer than allowed while the chain moved on: stale, answered
 ]
 
 UNAVAILABLE_ERRORS = frozenset({"timeout", "transport", "http_status", "rpc_error"})
-INCORRECT_ERRORS = frozenset({"malformed", "wrong_chain", "wrong_hash", "head_ahead"})
+INCORRECT_ERRORS = frozenset(
+    {
+        "malformed",
+        "wrong_chain",
+        "wrong_hash",
+        "head_ahead",
+        "head_missing",
+        "wrong_old_hash",
+        "wrong_logs",
+        "wrong_state",
+        "wrong_call",
+    }
+)
+# Answered (ok) and not judged incorrect, but serving old data; correct may be true or unknown.
+STALE_ERRORS = frozenset({"syncing", "stalled"})
 
 Address = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{40}$")]
 Hash32 = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-f]{64}$")]
@@ -68,8 +89,8 @@ class ProbeResult(BaseModel):
             raise ValueError("ok is false: latency_us, lag_blocks and correct must be null")
         if (self.correct is False) != (self.error in INCORRECT_ERRORS):
             raise ValueError(
-                "correct is false exactly when error is malformed, wrong_chain, wrong_hash or "
-                "head_ahead"
+                "correct is false exactly when error is one of the incorrect kinds: "
+                + ", ".join(sorted(INCORRECT_ERRORS))
             )
         if self.lag_blocks is not None:
             if self.head is None or self.reference_head is None:

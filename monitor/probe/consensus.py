@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 
 def head_quorum(n: int) -> int:
@@ -39,14 +39,21 @@ def head_ahead_tolerance(confirmations: int, block_time_s: float) -> int:
     return max(confirmations, 2, math.ceil(60 / block_time_s))
 
 
-def canonical_hash(hashes: Sequence[str]) -> str | None:
-    """The hash a strict majority of the answers hold, with at least two agreeing.
+def majority(values: Sequence[Hashable], quorum: int = 2) -> Hashable | None:
+    """The value a strict majority of the answers hold, with at least ``quorum`` agreeing.
 
     With fewer agreeing answers nothing is canonical and correctness is unknown, never "correct".
+    Every comparison check (block hashes, logs, state, eth_call) votes through this.
     """
-    if not hashes:
+    if not values:
         return None
-    value, count = Counter(hashes).most_common(1)[0]
-    if count >= 2 and count * 2 > len(hashes):
+    value, count = Counter(values).most_common(1)[0]
+    if count >= max(quorum, 1) and count * 2 > len(values):
         return value
     return None
+
+
+def canonical_hash(hashes: Sequence[str], quorum: int = 2) -> str | None:
+    """The block hash :func:`majority` picks."""
+    value = majority(hashes, quorum)
+    return None if value is None else str(value)

@@ -52,6 +52,13 @@ ERROR_REASONS: tuple[str, ...] = (
     "wrong_chain",  # eth_chainId differs from the registry
     "wrong_hash",  # block hash differs from the majority (other fork)
     "head_ahead",  # head far above a reference no one else confirms
+    "head_missing",  # cannot return the block at the head it claims
+    "wrong_old_hash",  # block hash at a random older height differs from the majority
+    "wrong_logs",  # eth_getLogs result differs from the majority
+    "wrong_state",  # archive balance/storage differs from the majority
+    "wrong_call",  # eth_call canary differs from the majority
+    "syncing",  # eth_syncing reports syncing
+    "stalled",  # head frozen while the chain moved on
 )
 
 
