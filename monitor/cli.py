@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="ID:BEHAVIOUR[:PARAM]",
         help=f"repeatable; behaviours: {', '.join(simnet.BEHAVIOURS)} "
-        "(default: the demo's four operators)",
+        "(default: the demo's five operators)",
     )
 
     p = verb("demo", cmd_demo, "Run the whole pipeline on loopback and show a live table")

@@ -115,9 +115,17 @@ def render_table(scores: dict[str, Any]) -> str:
 def expected_ranking(scores: dict[str, Any]) -> list[str]:
     """What the demo promises; empty when it holds, else what does not."""
     w = {s["operator_id"]: s["weight"] for s in scores["scores"]}
+    by_id = {s["operator_id"]: s for s in scores["scores"]}
     problems = []
     if w.get("charlie", 1) != 0:
         problems.append("the wrong-fork operator (charlie) should have weight 0")
+    if w.get("echo", 1) != 0:
+        problems.append("the lying-head operator (echo) should have weight 0")
+    elif "head_missing" not in by_id["echo"]["reasons"]:
+        problems.append("the lying-head operator (echo) should be flagged head_missing")
+    if by_id.get("alpha", {}).get("lag_blocks") not in (0, 0.0):
+        # echo's invented head must not become the reference and make honest nodes look late
+        problems.append("the healthy operator (alpha) should show no lag")
     for other in ("bravo", "delta"):
         if not w.get("alpha", 0) > w.get(other, 1):
             problems.append(f"the healthy operator (alpha) should outrank {other}")
@@ -191,5 +199,8 @@ def run_demo(*, workdir: Path, duration_s: float | None = None, check: bool = Fa
             print(f"CHECK FAILED: {problem}")
         if problems:
             return 1
-        print("CHECK OK: alpha leads, bravo and delta below it, charlie at weight 0")
+        print(
+            "CHECK OK: alpha leads with no lag, bravo and delta below it; charlie (wrong fork) "
+            "and echo (lying head) at weight 0"
+        )
     return 0

@@ -26,7 +26,17 @@ from starlette.routing import Route
 
 from monitor.serving import ServerThread, uvicorn_config
 
-BEHAVIOURS = ("healthy", "lagging", "fork", "slow", "wrong_chain", "malformed", "down", "stalled")
+BEHAVIOURS = (
+    "healthy",
+    "lagging",
+    "fork",
+    "slow",
+    "wrong_chain",
+    "malformed",
+    "down",
+    "stalled",
+    "lying_head",  # claims a head lag_blocks ahead of the chain that it cannot serve
+)
 DEFAULT_LAG_BLOCKS = 5
 DEFAULT_DELAY_S = 0.3
 DEMO_CHAIN_ID = 1337
@@ -79,6 +89,7 @@ class SimOperator:
 
     @property
     def effective_lag(self) -> int:
+        """Blocks behind for ``lagging``; blocks of invented lead for ``lying_head``."""
         return self.lag_blocks or DEFAULT_LAG_BLOCKS
 
     @property
@@ -91,6 +102,9 @@ DEMO_OPERATORS: list[SimOperator] = [
     SimOperator("bravo", "lagging", DEMO_CHAIN_ID, lag_blocks=4),
     SimOperator("charlie", "fork", DEMO_CHAIN_ID),
     SimOperator("delta", "slow", DEMO_CHAIN_ID, delay_s=0.3),
+    # Claims 10 blocks more than the chain has: within the head_ahead allowance (a minute of
+    # blocks), so it is caught by asking it for the block it claims (head_missing).
+    SimOperator("echo", "lying_head", DEMO_CHAIN_ID, lag_blocks=10),
 ]
 
 
@@ -143,6 +157,8 @@ class _SimState:
             return max(0, chain.height() - op.effective_lag)
         if op.behaviour == "stalled":
             return self.frozen.get(op.operator_id, self.start_heights[op.chain_id])
+        if op.behaviour == "lying_head":
+            return chain.height() + op.effective_lag
         return chain.height()
 
     def hash_at(self, op: SimOperator, height: int) -> str:
@@ -158,6 +174,10 @@ class _SimState:
             return hex(self.head(op))
         if method == "eth_getBlockByNumber":
             return self._get_block(op, params)
+        if method == "eth_syncing":
+            return False
+        if method == "eth_getLogs":
+            return []  # the simulated chains carry no transactions
         raise _RpcError(-32601, f"the method {method} does not exist/is not available")
 
     def _get_block(self, op: SimOperator, params: list[Any]) -> dict[str, str] | None:
@@ -172,8 +192,8 @@ class _SimState:
             height = int(tag, 16)
         else:
             raise _RpcError(-32602, f"invalid block number {tag!r}")
-        if height > head:
-            return None  # like a real node that has not seen the block yet
+        if height > min(head, self.chains[op.chain_id].height()):
+            return None  # like a real node that has not seen the block (or invented its head)
         return {
             "number": hex(height),
             "hash": self.hash_at(op, height),
@@ -327,7 +347,8 @@ def write_registry(
 
 
 def parse_operator_spec(spec: str, chain_id: int = DEMO_CHAIN_ID) -> SimOperator:
-    """Parse ``id:behaviour[:param]``; param is delay_s for slow, lag_blocks for lagging."""
+    """Parse ``id:behaviour[:param]``; param is delay_s for slow, lag_blocks for lagging (and
+    the invented lead for lying_head)."""
     parts = spec.split(":")
     try:
         if len(parts) not in (2, 3) or not all(parts):
@@ -336,7 +357,7 @@ def parse_operator_spec(spec: str, chain_id: int = DEMO_CHAIN_ID) -> SimOperator
         if len(parts) == 3:
             if op.behaviour == "slow":
                 op.delay_s = float(parts[2])
-            elif op.behaviour == "lagging":
+            elif op.behaviour in ("lagging", "lying_head"):
                 op.lag_blocks = int(parts[2])
             else:
                 raise ValueError(f"behaviour {op.behaviour!r} takes no parameter")

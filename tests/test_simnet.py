@@ -34,6 +34,7 @@ OPERATORS = [
     SimOperator("malformed", "malformed", CHAIN),
     SimOperator("down", "down", CHAIN),
     SimOperator("stalled", "stalled", CHAIN),
+    SimOperator("liar", "lying_head", CHAIN, lag_blocks=7),
     SimOperator("switchable", "healthy", CHAIN),
 ]
 
@@ -92,6 +93,26 @@ def test_lagging_is_behind_and_null_above_head(simnet: SimnetServer, client: htt
     block = rpc(client, url, "eth_getBlockByNumber", hex(lag_head), False)
     same = rpc(client, simnet.url_for("healthy"), "eth_getBlockByNumber", hex(lag_head), False)
     assert block["hash"] == same["hash"]
+
+
+def test_lying_head_claims_blocks_it_cannot_serve(
+    simnet: SimnetServer, client: httpx.Client
+) -> None:
+    url = simnet.url_for("liar")
+    claimed, real = head(client, url), head(client, simnet.url_for("healthy"))
+    assert 6 <= claimed - real <= 8  # 7 blocks of invented lead, +/- one tick between calls
+    assert rpc(client, url, "eth_getBlockByNumber", hex(claimed), False) is None
+    block = rpc(client, url, "eth_getBlockByNumber", hex(real - 1), False)
+    same = rpc(client, simnet.url_for("healthy"), "eth_getBlockByNumber", hex(real - 1), False)
+    assert block["hash"] == same["hash"]  # honest below its lie: only the head is invented
+
+
+def test_syncing_and_logs_answer_like_a_synced_node_without_transactions(
+    simnet: SimnetServer, client: httpx.Client
+) -> None:
+    url = simnet.url_for("healthy")
+    assert rpc(client, url, "eth_syncing") is False
+    assert rpc(client, url, "eth_getLogs", {"fromBlock": "0x1", "toBlock": "0x2"}) == []
 
 
 def test_fork_diverges_from_canonical(simnet: SimnetServer, client: httpx.Client) -> None:
@@ -209,5 +230,5 @@ def test_write_registry(tmp_path: Path) -> None:
         "name": "Bravo (lagging)",
         "endpoints": [{"chain_id": 1337, "url": "http://127.0.0.1:9/bravo"}],
     }
-    assert [o["id"] for o in doc["operators"]] == ["alpha", "bravo", "charlie", "delta"]
+    assert [o["id"] for o in doc["operators"]] == ["alpha", "bravo", "charlie", "delta", "echo"]
     assert doc["probes"] == probes

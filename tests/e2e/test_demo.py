@@ -93,7 +93,7 @@ def test_demo_check(tmp_path: Path) -> None:
             assert refuses(int(match.group(1))), f"port {match.group(1)} still accepts"
         assert survivors(str(workdir)) == []
         # The table was printed with all four operators.
-        for operator in ("alpha", "bravo", "charlie", "delta"):
+        for operator in ("alpha", "bravo", "charlie", "delta", "echo"):
             assert re.search(rf"^{operator}\s", proc.stdout, re.MULTILINE), operator
     finally:
         kill_all(str(workdir))
