@@ -241,8 +241,10 @@ def write_registry(
     chain_id: int = 31337,
     block_time_s: float = 1,
     confirmations: int = 3,
+    chain_options: Mapping[str, Any] | None = None,
 ) -> Path:
-    """A registry YAML for one anvil chain: one operator per ``{id: url}``, the given probes."""
+    """A registry YAML for one anvil chain: one operator per ``{id: url}``, the given probes;
+    ``chain_options`` (e.g. ``checks``, ``scoring``) go into the chain's entry."""
     document = {
         "chains": [
             {
@@ -251,6 +253,7 @@ def write_registry(
                 "block_time_s": block_time_s,
                 "confirmations": confirmations,
                 "sla": {"availability": 0.99, "latency_p95_ms": 250, "max_lag_blocks": 2},
+                **(chain_options or {}),
             }
         ],
         "operators": [
