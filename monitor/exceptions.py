@@ -16,6 +16,7 @@ Hierarchy::
     └── RpcError                      probe side: an operator's JSON-RPC answer was not usable
         ├── RpcUnavailable            timeout, transport, HTTP status, JSON-RPC error object
         └── RpcMalformed              an answer that is not valid JSON-RPC or has the wrong type
+            └── RpcTooLarge           larger than the size cap: malformed, but proves no lie
 
 Each error has a stable ``code`` (snake_case); the API answers
 ``{"error": {"code": ..., "message": ...}}`` with it.
@@ -100,3 +101,8 @@ class RpcUnavailable(RpcError):
 
 class RpcMalformed(RpcError):
     kind = "malformed"
+
+
+class RpcTooLarge(RpcMalformed):
+    """An answer over the size cap. Malformed for the head and block checks (a block header is
+    small), but a check whose honest answer can be large (eth_getLogs) leaves it unjudged."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from monitor.exceptions import RpcMalformed, RpcUnavailable
+from monitor.exceptions import RpcMalformed, RpcTooLarge, RpcUnavailable
 
 _HEX_QUANTITY = re.compile(r"0x(0|[1-9a-fA-F][0-9a-fA-F]*)")
 _HASH = re.compile(r"0x[0-9a-fA-F]{64}")
@@ -101,7 +101,7 @@ class RpcClient:
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > self._max_bytes:
-                    raise RpcMalformed(f"answer larger than {self._max_bytes} bytes")
+                    raise RpcTooLarge(f"answer larger than {self._max_bytes} bytes")
                 chunks.append(chunk)
             return b"".join(chunks), response.status_code
 

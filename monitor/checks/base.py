@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from monitor.exceptions import RpcError
+from monitor.probe.consensus import majority
 from monitor.probe.targets import ChainTarget, EndpointTarget
 from monitor.rpc import RpcClient
 
@@ -124,3 +125,17 @@ async def for_each(round_: ChainRound, fn: Callable[[Observation], Awaitable[Non
             obs.fail(exc)
 
     await asyncio.gather(*(guarded(obs) for obs in round_.usable()))
+
+
+def vote(round_: ChainRound, answers: Mapping[int, Hashable], error: str) -> None:
+    """Majority vote over ``answers`` (endpoint id -> a comparable digest of its answer): an
+    endpoint that differs from a majority of at least ``chain.quorum`` is incorrect (``error``).
+    Agreeing endpoints are left as they are: another check may still judge them; with no quorum
+    nothing is judged (unknown, never "correct")."""
+    voters = [obs for obs in round_.usable() if obs.target.endpoint_id in answers]
+    canonical = majority([answers[obs.target.endpoint_id] for obs in voters], round_.chain.quorum)
+    if canonical is None:
+        return
+    for obs in voters:
+        if answers[obs.target.endpoint_id] != canonical:
+            obs.mark_incorrect(error)

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from monitor.checks.base import CheckFn
 from monitor.checks.registry import CHECKS
-from monitor.ingest.schemas import ProbeResult
+from monitor.ingest.schemas import INCORRECT_ERRORS, ProbeResult
 from monitor.probe.rounds import run_chain
 from monitor.probe.targets import ChainTarget, EndpointTarget
 from monitor.rpc import RpcClient
@@ -57,6 +57,10 @@ class Node:
     head_lead: int = 0  # claim this many blocks above the real head
     hang: bool = False  # never answer (until the server is released)
     block: str = "good"  # good | null | wrong_number | bad_hash | newline_hash
+    phantom: bool = False  # has no block above the real chain height (with head_lead: invents)
+    syncing: str = "false"  # false | behind (100 blocks behind) | garbage | unsupported
+    frozen: bool = False  # its head stays where the chain was when the nodes started
+    history: str = "good"  # good | rewritten (other hashes below the height the net started at)
 
 
 class FakeNodes(ServerThread):
@@ -66,6 +70,7 @@ class FakeNodes(ServerThread):
         self.chain = chain
         self.nodes = dict(nodes)
         self.release = threading.Event()
+        self.history_from = chain.height()  # a "rewritten" node differs below this height
         app = Starlette(routes=[Route("/{name}", self._rpc, methods=["POST"])])
         super().__init__(app, name="fake-nodes")
 
@@ -79,7 +84,7 @@ class FakeNodes(ServerThread):
             while not self.release.is_set() and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
         method, params = payload["method"], payload.get("params", [])
-        chain_head = self.chain.height() + node.head_lead
+        chain_head = (self.history_from if node.frozen else self.chain.height()) + node.head_lead
         result: Any
         if method == "eth_chainId":
             result = hex(self.chain.chain_id + node.chain_id_offset)
@@ -87,6 +92,15 @@ class FakeNodes(ServerThread):
             result = hex(chain_head)
         elif method == "eth_getBlockByNumber":
             result = self._block(node, int(params[0], 16), chain_head)
+        elif method == "eth_syncing" and node.syncing != "unsupported":
+            statuses = {
+                "false": False,
+                "behind": {"startingBlock": "0x0", "currentBlock": "0x1", "highestBlock": "0x65"},
+                "garbage": "yes",
+            }
+            result = statuses[node.syncing]
+        elif method == "eth_getLogs":
+            result = []
         else:
             error = {"code": -32601, "message": f"no method {method}"}
             return JSONResponse({"jsonrpc": "2.0", "id": payload["id"], "error": error})
@@ -95,7 +109,11 @@ class FakeNodes(ServerThread):
     def _block(self, node: Node, height: int, chain_head: int) -> dict[str, str] | None:
         if height > chain_head or node.block == "null":
             return None
+        if node.phantom and height > self.chain.height():
+            return None
         number, block_hash = hex(height), self.chain.block_hash(height)
+        if node.history == "rewritten" and height < self.history_from:
+            block_hash = self.chain.block_hash(height, "rewritten")
         if node.block == "wrong_number":
             number = hex(height + 1)
         elif node.block == "bad_hash":
@@ -178,12 +196,7 @@ def assert_consistent(r: ProbeResult, target: ChainTarget) -> None:
     else:
         assert r.lag_blocks is None and r.lag_ms is None
     if r.ok:
-        assert r.correct is not False or r.error in {
-            "malformed",
-            "wrong_chain",
-            "wrong_hash",
-            "head_ahead",
-        }
+        assert (r.correct is False) == (r.error in INCORRECT_ERRORS)
     else:
         assert r.error in {"timeout", "transport", "http_status", "rpc_error"}
         assert r.latency_us is None and r.correct is None

@@ -28,9 +28,10 @@ from monitor.registry.apply import apply_registry
 from monitor.registry.schema import Registry
 from monitor.serving import ServerThread
 from monitor.settings import Settings
+from monitor.simnet import DEMO_OPERATORS
 from tests.conftest import Network
 
-OPERATORS = 4  # the demo network: alpha, bravo, charlie, delta
+OPERATORS = len(DEMO_OPERATORS)  # the demo network: alpha ... echo
 
 
 def closed_port_url() -> str:

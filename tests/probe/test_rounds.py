@@ -7,7 +7,8 @@ import asyncio
 import httpx
 import pytest
 
-from monitor.checks.base import ChainRound, Check, CheckConfig, Observation
+from monitor.checks import old_block_hash
+from monitor.checks.base import ChainMemory, ChainRound, Check, CheckConfig, Observation
 from monitor.probe import rounds
 from monitor.probe.targets import ChainTarget, EndpointTarget, Targets
 from monitor.rpc import MAX_QUANTITY, RpcClient
@@ -58,3 +59,34 @@ def test_a_failing_chain_does_not_cost_the_others(monkeypatch: pytest.MonkeyPatc
         return sorted(r.chain_id for r in results)
 
     assert asyncio.run(scenario()) == [1, 3]
+
+
+def test_scheduled_checks_run_on_their_own_cadence() -> None:
+    every_minute = Check(checks_fail_on_nothing, old_block_hash.Config)
+    target = chain(1).model_copy(update={"checks": {"every-minute": {"every_s": 60}}})
+    memory = ChainMemory()
+    due = [
+        rounds.due_config("every-minute", every_minute, target, memory, now_s=t) is not None
+        for t in (1000.0, 1010.0, 1059.0, 1060.5, 1070.0)
+    ]
+    assert due == [True, False, False, True, False]
+    # Another chain (another memory) keeps its own schedule.
+    assert rounds.due_config("every-minute", every_minute, target, ChainMemory(), 1010.0)
+
+
+def test_checks_that_need_configuration_run_only_where_configured() -> None:
+    needs_config = Check(checks_fail_on_nothing, CheckConfig, default_on=False)
+    plain = chain(1)
+    configured = plain.model_copy(update={"checks": {"opt-in": {}}})
+    assert rounds.due_config("opt-in", needs_config, plain, ChainMemory(), 0.0) is None
+    assert rounds.due_config("opt-in", needs_config, configured, ChainMemory(), 0.0) is not None
+
+
+def test_a_configuration_the_probe_cannot_read_skips_only_that_check() -> None:
+    target = chain(1).model_copy(update={"checks": {"x": {"every_s": "often"}}})
+    check = Check(checks_fail_on_nothing, old_block_hash.Config)
+    assert rounds.due_config("x", check, target, ChainMemory(), 0.0) is None
+
+
+async def checks_fail_on_nothing(round_: ChainRound, config: CheckConfig) -> None:
+    return None

@@ -222,3 +222,48 @@ def test_probe_address_with_a_wrong_checksum_is_refused() -> None:
     address = parse_registry(lower, source="x.yaml").probes[0].address
     assert is_checksum_address(address)
     assert address.lower() == "0x52908400098527886e0f7030069857d2e4169eee"
+
+
+# --- per-chain checks, quorum, scoring -----------------------------------------------------------
+
+
+def test_checks_quorum_and_archive_parse_with_defaults() -> None:
+    doc = valid()
+    doc["chains"][0]["quorum"] = 3
+    doc["chains"][0]["checks"] = {
+        "old_block_hash": {"every_s": 120},
+        "archive": {"address": "0x" + "ab" * 20, "block": 1000, "storage_slot": "0x0"},
+    }
+    doc["operators"][0]["endpoints"][0]["archive"] = True
+    registry = parse(doc)
+    chain = registry.chains[0]
+    assert chain.quorum == 3
+    assert chain.checks["old_block_hash"] == {"every_s": 120.0, "max_depth": 10_000}
+    assert chain.checks["archive"]["every_s"] == 300.0  # the check's own default, filled in
+    assert registry.operators[0].endpoints[0].archive is True
+    assert registry.chains[1].quorum == 2 and registry.chains[1].checks == {}
+
+
+@pytest.mark.parametrize(
+    ("checks", "expected"),
+    [
+        ({"nope": {}}, "chains[0] (chain_id=1).checks: Value error, unknown check 'nope'; known:"),
+        ({"archive": {"block": 5}}, "archive.address: Field required"),
+        ({"logs": {"range_blocks": 0}}, "logs.range_blocks: Input should be greater than"),
+        ({"stalled": {"every_s": 5}}, "stalled.every_s: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_check_configuration_names_the_check_and_field(
+    checks: dict[str, Any], expected: str
+) -> None:
+    doc = valid()
+    doc["chains"][0]["checks"] = checks
+    assert expected in error_of(doc)
+
+
+def test_quorum_below_two_is_refused() -> None:
+    doc = valid()
+    doc["chains"][0]["quorum"] = 1
+    assert "chains[0] (chain_id=1).quorum: Input should be greater than or equal to 2" in error_of(
+        doc
+    )
