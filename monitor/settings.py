@@ -31,8 +31,6 @@ class Settings(BaseSettings):
             raise ValueError(f"windows {value} name the same length twice")
         return value
 
-    recent_lag_samples: int = Field(3, ge=1)
-    min_probes: int = Field(1, ge=1)
     clock_skew_s: float = Field(60.0, ge=0)  # a batch dated further in the future is rejected
     request_skew_s: float = Field(300.0, ge=0)  # signed /v1/targets requests
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)

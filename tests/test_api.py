@@ -259,7 +259,7 @@ def test_operators_before_scoring(collector: ServerThread, network: Network) -> 
     response = get(url, "/v1/operators")
     assert response.status_code == 200, response.text
     operators = response.json()
-    assert [o["id"] for o in operators] == ["alpha", "bravo", "charlie", "delta"]
+    assert [o["id"] for o in operators] == ["alpha", "bravo", "charlie", "delta", "echo"]
     for operator in operators:
         assert operator["active"] is True
         [endpoint] = operator["endpoints"]
@@ -289,7 +289,7 @@ def test_secret_urls_are_only_served_to_probes(
     document = yaml.safe_load(network.registry_file.read_text())
     document["operators"].append(
         {
-            "id": "echo",
+            "id": "foxtrot",
             "name": "Echo",
             "endpoints": [
                 {"chain_id": network.chain_id, "url": SECRET_URL},
@@ -297,7 +297,7 @@ def test_secret_urls_are_only_served_to_probes(
             ],
         }
     )
-    extended = tmp_path / "with-echo.yaml"
+    extended = tmp_path / "with-foxtrot.yaml"
     extended.write_text(yaml.safe_dump(document, sort_keys=False))
     with session_scope(engine) as session:
         apply_registry(session, registry=load_registry(extended))
@@ -306,7 +306,7 @@ def test_secret_urls_are_only_served_to_probes(
     url = collector.url
     public = [
         get(url, "/v1/operators"),
-        get(url, "/v1/operators/echo"),
+        get(url, "/v1/operators/foxtrot"),
         get(url, "/v1/scores", params={"chain_id": network.chain_id}),
         get(url, "/v1/weights", params={"chain_id": network.chain_id}),
     ]
@@ -317,9 +317,9 @@ def test_secret_urls_are_only_served_to_probes(
     # scheme://host[:port], IPv6 hosts in brackets.
     shown = ["https://rpc.example.com:8545", "http://[::1]:8545"]
     assert [e["endpoint"] for e in public[1].json()["endpoints"]] == shown
-    echo = [s for s in public[2].json()["scores"] if s["operator_id"] == "echo"]
+    echo = [s for s in public[2].json()["scores"] if s["operator_id"] == "foxtrot"]
     assert [s["endpoint"] for s in echo] == shown
-    echo_weights = [w for w in public[3].json()["weights"] if w["operator_id"] == "echo"]
+    echo_weights = [w for w in public[3].json()["weights"] if w["operator_id"] == "foxtrot"]
     assert [w["endpoint"] for w in echo_weights] == shown
 
     # Probes get the full URLs, secrets and all.
@@ -351,10 +351,12 @@ def test_scores_weights_and_statuses_after_scoring(
     body = scores.json()
     assert (body["chain_id"], body["window"]) == (network.chain_id, settings.windows[0])
     by_operator = {s["operator_id"]: s for s in body["scores"]}
-    assert sorted(by_operator) == ["alpha", "bravo", "charlie", "delta"]
+    assert sorted(by_operator) == ["alpha", "bravo", "charlie", "delta", "echo"]
     for s in body["scores"]:
         assert s["endpoint"] == network.sim.url
-        assert (s["samples"], s["probes"]) == (9, 3)
+        expected = (0, 0) if s["operator_id"] == "echo" else (9, 3)  # no results for echo
+        assert (s["samples"], s["probes"]) == expected
+    assert by_operator["echo"]["reasons"] == ["insufficient_probes"]
     assert by_operator["charlie"]["status"] == "excluded"
     assert {"incorrect", "wrong_hash"} <= set(by_operator["charlie"]["reasons"])
     assert by_operator["charlie"]["weight"] == 0 and by_operator["charlie"]["weight_bps"] == 0
@@ -365,6 +367,22 @@ def test_scores_weights_and_statuses_after_scoring(
     assert by_operator["alpha"]["score"] > by_operator["delta"]["score"]
     assert by_operator["bravo"]["lag_blocks"] == 4
     assert by_operator["delta"]["latency_p95_ms"] == pytest.approx(320)
+    # Explained: each factor's value, sub-score, weight and share of what the score lost.
+    bravo = by_operator["bravo"]["factors"]
+    assert set(bravo) == {"availability", "latency", "lag", "correctness", "freshness"}
+    assert bravo["lag"]["value"] == 4 and bravo["lag"]["sub_score"] == pytest.approx(0.25)
+    assert bravo["lag"]["weight"] == 1.0
+    assert sum(f["share"] for f in bravo.values()) == pytest.approx(1.0)
+    assert bravo["lag"]["share"] > 0.9  # lag is what costs bravo its traffic
+    assert by_operator["bravo"]["status_since"] is not None
+
+    probes = get(url, "/v1/probes", params=chain)
+    assert probes.status_code == 200, probes.text
+    agreement = probes.json()["probes"]
+    assert sorted(p["address"] for p in agreement) == sorted(a.address for a in network.probes)
+    # Three probes that saw the same: nobody disagrees.
+    assert all((p["endpoints"], p["outlier_score"]) == (4, 0.0) for p in agreement), agreement
+    assert_error(get(url, "/v1/probes", params={"chain_id": 999}), 404, "unknown_chain")
 
     longer = get(url, "/v1/scores", params={**chain, "window": "1h"})
     assert longer.status_code == 200, longer.text
@@ -385,7 +403,13 @@ def test_scores_weights_and_statuses_after_scoring(
 
     operators = {o["id"]: o for o in get(url, "/v1/operators").json()}
     statuses = {o: operators[o]["endpoints"][0]["status"] for o in operators}
-    assert statuses == {"alpha": "ok", "bravo": "ok", "charlie": "excluded", "delta": "ok"}
+    assert statuses == {
+        "alpha": "ok",
+        "bravo": "ok",
+        "charlie": "excluded",
+        "delta": "ok",
+        "echo": "excluded",
+    }
     charlie = get(url, "/v1/operators/charlie").json()["endpoints"][0]
     assert "incorrect" in charlie["reasons"] and charlie["weight"] == 0
     alpha = operators["alpha"]["endpoints"][0]

@@ -161,6 +161,26 @@ class Score(Base):
     score: Mapped[float | None] = mapped_column(Float)
     weight: Mapped[float] = mapped_column(Float)
     weight_bps: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # ok | recovering | excluded
+    status_since: Mapped[datetime | None] = mapped_column(UTCDateTime)  # hysteresis and ramp
     reasons: Mapped[str] = mapped_column(Text)  # JSON array of reason codes
     errors: Mapped[str] = mapped_column(Text)  # JSON object: error kind -> count
+    # JSON object: factor -> {value, sub_score, weight, share} (monitor.scoring.policy.explain)
+    factors: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
+
+
+class ProbeScore(Base):
+    """How much one probe disagreed with the other probes in one run (outlier score)."""
+
+    __tablename__ = "probe_scores"
+    __table_args__ = (Index("ix_probe_scores_probe_run", "probe_id", "run_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("scoring_runs.id", ondelete="CASCADE"), index=True
+    )
+    probe_id: Mapped[int] = mapped_column(ForeignKey("probes.id"))
+    endpoints: Mapped[int] = mapped_column(Integer)  # endpoints it measured with >= 3 probes
+    disagreements: Mapped[int] = mapped_column(Integer)  # of those, where it differed
+    kinds: Mapped[str] = mapped_column(Text)  # JSON object: quantity -> endpoints
+    outlier_score: Mapped[float | None] = mapped_column(Float)  # disagreements / endpoints

@@ -65,6 +65,8 @@ class ProbeSamples:
     # ``recent_lag_checks`` so that lag describes "now", not the whole window.
     recent_lags_blocks: Sequence[int] = ()
     errors: Mapping[str, int] = field(default_factory=dict)  # error kind -> count
+    latest_error: str | None = None  # the error kind of this probe's newest check, if any
+    age_s: float | None = None  # how old this probe's newest check is at the evaluation time
 
     def __post_init__(self) -> None:
         if not 0 <= self.available <= self.total:
@@ -80,6 +82,7 @@ class ProbeSamples:
         lags = tuple(int(x) for x in self.recent_lags_blocks)
         if any(x < 0 for x in lags):
             raise ValueError("lag_blocks must be >= 0")
+        _check_non_negative("age_s", self.age_s)
         # Normalise to immutable containers; frozen dataclasses need object.__setattr__ for that.
         object.__setattr__(self, "latencies_ms", latencies)
         object.__setattr__(self, "recent_lags_blocks", lags)
@@ -93,9 +96,11 @@ class ProbeStats:
     availability: float | None  # available / total; None when total == 0
     latency_p50_ms: float | None  # None when no latencies
     latency_p95_ms: float | None
-    lag_blocks: float | None  # mean of the recent lags; None when there are none
+    lag_blocks: float | None  # median of the recent lags; None when there are none
     correctness: float | None  # correct / (correct + incorrect); None when nothing was judged
     samples: int  # checks (total)
+    latest_error: str | None = None
+    age_s: float | None = None
 
     def __post_init__(self) -> None:
         _check_fraction("availability", self.availability)
@@ -119,6 +124,9 @@ class EndpointStats:
     samples: int  # sum over probes
     probes: int  # probes with at least one sample
     errors: Mapping[str, int] = field(default_factory=dict)  # summed over probes
+    # error kind -> number of probes whose newest check carried it (e.g. "syncing": 2)
+    latest_errors: Mapping[str, int] = field(default_factory=dict)
+    age_s: float | None = None  # median over probes of the age of their newest check
 
     def __post_init__(self) -> None:
         _check_fraction("availability", self.availability)
@@ -128,7 +136,9 @@ class EndpointStats:
         _check_fraction("correctness", self.correctness)
         if self.samples < 0 or self.probes < 0:
             raise ValueError("samples and probes must be >= 0")
+        _check_non_negative("age_s", self.age_s)
         object.__setattr__(self, "errors", _frozen_errors(self.errors))
+        object.__setattr__(self, "latest_errors", _frozen_errors(self.latest_errors))
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -176,9 +186,13 @@ def per_probe(samples: ProbeSamples) -> ProbeStats:
         availability=s.available / s.total if s.total else None,
         latency_p50_ms=percentile(latencies, 50) if latencies else None,
         latency_p95_ms=percentile(latencies, 95) if latencies else None,
-        lag_blocks=float(Fraction(sum(lags), len(lags))) if lags else None,
+        # The median, not the mean: one check that raced a new block, or one spike, moves
+        # nothing while the other recent checks agree.
+        lag_blocks=median(lags) if lags else None,
         correctness=s.correct / judged if judged else None,
         samples=s.total,
+        latest_error=s.latest_error,
+        age_s=s.age_s,
     )
 
 
@@ -197,6 +211,10 @@ def across_probes(
     for source in sources:
         for kind, count in source.items():
             per_kind[kind] = per_kind.get(kind, 0) + count
+    latest: dict[str, int] = {}
+    for p in stats:
+        if p.latest_error is not None:
+            latest[p.latest_error] = latest.get(p.latest_error, 0) + 1
     return EndpointStats(
         availability=_median_or_none(p.availability for p in stats),
         latency_p50_ms=_median_or_none(p.latency_p50_ms for p in stats),
@@ -206,6 +224,8 @@ def across_probes(
         samples=sum(p.samples for p in stats),
         probes=sum(1 for p in stats if p.samples > 0),
         errors=per_kind,
+        latest_errors=latest,
+        age_s=_median_or_none(p.age_s for p in stats),
     )
 
 

@@ -42,6 +42,9 @@ class ScoringConfig(BaseModel):
     min_availability: float = Field(0.5, ge=0, le=1)
     min_correctness: float = Field(0.95, ge=0, le=1)
     latency_ref_ms: float | None = Field(None, gt=0, le=600_000)
+    lag_limit_factor: float = Field(4.0, gt=0, le=1000)
+    stale_after_s: float = Field(60.0, gt=0, le=86_400)
+    recovery_s: float = Field(60.0, gt=0, le=86_400)
 
     def factor_weights(self) -> FactorWeights:
         base = PRESETS[self.preset].model_dump()

@@ -10,18 +10,10 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from monitor.db.session import session_scope
-from monitor.scoring.policy import Policy
 from monitor.scoring.service import RunSummary, score_all
 from monitor.settings import Settings, parse_window
 
 log = logging.getLogger("monitor.scoring")
-
-
-def policy_from(settings: Settings) -> Policy:
-    return Policy(
-        min_probes=settings.min_probes,
-        recent_lag_checks=settings.recent_lag_samples,
-    )
 
 
 def run_scoring(
@@ -33,7 +25,6 @@ def run_scoring(
             session,
             windows_s=[parse_window(w) for w in settings.windows],
             as_of=as_of,
-            policy=policy_from(settings),
         )
 
 

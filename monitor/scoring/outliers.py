@@ -1,37 +1,68 @@
-"""Probes that persistently disagree with the majority of probes: surfaced, not silently used.
+"""Probes that persistently disagree with the other probes: surfaced, not silently used.
 
-TODO (issue 4): implementation. Interface:
+The median across probes already keeps a minority of probes from moving any score; this says
+*which* probes are in that minority, so that an operator of the network can look at them (a
+broken probe host, a bad route, or a dishonest probe). Per run and chain, for every endpoint that
+at least ``MIN_PROBES_TO_JUDGE`` probes measured, each probe's statistics are compared with the
+consensus (the medians): a probe disagrees on an endpoint when, on a quantity both measured,
 
-* ``disagrees(probe, consensus, targets)``: does this probe's view of one endpoint differ from the
-  cross-probe consensus by more than the tolerances?
-* ``probe_outliers(per_endpoint, consensus, targets)``: per probe, how many endpoints it judged
-  and on how many it disagreed; ``score = disagreements / endpoints`` (None when it judged none).
+* availability differs by more than 0.1 (absolute),
+* correctness differs by more than 0.1,
+* latency p95 is more than ``max(3 x consensus, consensus + 500 ms)`` or less than a third of it
+  (wide on purpose: a probe on another continent legitimately sees 100-200 ms more),
+* lag differs by more than the chain's SLA max lag (blocks).
+
+``score = disagreements / endpoints judged``: 0 for a probe that sees what the others see, near 1
+for one that reports every endpoint down, perfect, or slow. None when it judged nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from monitor.scoring.aggregate import EndpointStats, ProbeStats
 from monitor.scoring.policy import ChainTargets
+
+MIN_PROBES_TO_JUDGE = 3  # with one or two probes there is no majority to disagree with
+RATE_TOLERANCE = 0.1
+LATENCY_FACTOR = 3.0
+LATENCY_SLACK_MS = 500.0
 
 
 @dataclass(frozen=True, slots=True)
 class ProbeOutlier:
     probe_id: int
-    endpoints: int  # endpoints this probe measured in the window
+    endpoints: int  # endpoints this probe measured that enough probes measured
     disagreements: int  # of those, where its view differed from the consensus
-    disagreement_kinds: Mapping[str, int]  # e.g. {"availability": 2, "latency": 1}
+    disagreement_kinds: Mapping[str, int] = field(default_factory=dict)  # quantity -> endpoints
 
     @property
     def score(self) -> float | None:
         return self.disagreements / self.endpoints if self.endpoints else None
 
 
+def _latency_differs(mine: float, consensus: float) -> bool:
+    high = max(LATENCY_FACTOR * consensus, consensus + LATENCY_SLACK_MS)
+    return mine > high or mine < consensus / LATENCY_FACTOR
+
+
 def disagrees(probe: ProbeStats, consensus: EndpointStats, targets: ChainTargets) -> list[str]:
     """The quantities (availability, latency, lag, correctness) on which ``probe`` disagrees."""
-    return []
+    out: list[str] = []
+    a, ca = probe.availability, consensus.availability
+    if a is not None and ca is not None and abs(a - ca) > RATE_TOLERANCE:
+        out.append("availability")
+    p95, cp95 = probe.latency_p95_ms, consensus.latency_p95_ms
+    if p95 is not None and cp95 is not None and _latency_differs(p95, cp95):
+        out.append("latency")
+    lag, clag = probe.lag_blocks, consensus.lag_blocks
+    if lag is not None and clag is not None and abs(lag - clag) > targets.max_lag_blocks:
+        out.append("lag")
+    c, cc = probe.correctness, consensus.correctness
+    if c is not None and cc is not None and abs(c - cc) > RATE_TOLERANCE:
+        out.append("correctness")
+    return out
 
 
 def probe_outliers(
@@ -40,4 +71,23 @@ def probe_outliers(
     targets: ChainTargets,
 ) -> dict[int, ProbeOutlier]:
     """``per_endpoint``: endpoint id -> probe id -> that probe's stats of the endpoint."""
-    return {}
+    judged: dict[int, int] = {}
+    differing: dict[int, int] = {}
+    kinds: dict[int, dict[str, int]] = {}
+    for endpoint_id, by_probe in per_endpoint.items():
+        measured = {pid: s for pid, s in by_probe.items() if s.samples > 0}
+        if len(measured) < MIN_PROBES_TO_JUDGE or endpoint_id not in consensus:
+            continue
+        for probe_id, stats in measured.items():
+            judged[probe_id] = judged.get(probe_id, 0) + 1
+            quantities = disagrees(stats, consensus[endpoint_id], targets)
+            if quantities:
+                differing[probe_id] = differing.get(probe_id, 0) + 1
+                per_kind = kinds.setdefault(probe_id, {})
+                for q in quantities:
+                    per_kind[q] = per_kind.get(q, 0) + 1
+    probes = {pid for by_probe in per_endpoint.values() for pid in by_probe}
+    return {
+        pid: ProbeOutlier(pid, judged.get(pid, 0), differing.get(pid, 0), kinds.get(pid, {}))
+        for pid in sorted(probes)
+    }

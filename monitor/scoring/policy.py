@@ -1,44 +1,77 @@
 """Turn an endpoint's statistics into a score, and scores into routing weights.
 
-    score = availability_factor * latency_factor * lag_factor * correctness_factor
+    score = availability^wa * latency^wl * lag^wg * correctness^wc * freshness
 
 Every factor is in [0, 1], is 1 for a perfect endpoint and never increases as the measured
-quantity gets worse, so the score is monotone in each. Endpoints that served wrong data, answer
-less than half the time, or have too little data are excluded (weight 0). See docs/scoring.md.
+quantity gets worse, so the score is monotone in each; the exponents are the chain's factor
+weights (all 1 by default). Endpoints that served wrong data, answer less than half the time, lag
+beyond the limit, say they are syncing or stalled, or have too little or too old data are excluded
+(weight 0). ``with_history`` adds hysteresis and a recovery ramp across runs. See
+docs/scoring.md.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from fractions import Fraction
 from typing import Literal, TypeVar
 
 from monitor.scoring.aggregate import EndpointStats
+from monitor.scoring.config import FACTORS, FactorWeights, ScoringConfig
 
 __all__ = [
     "BASIS_POINTS",
     "ERROR_REASONS",
+    "EXCLUSION_REASONS",
     "INCORRECT",
-    "INSUFFICIENT_DATA",
+    "INSUFFICIENT_PROBES",
+    "INSUFFICIENT_SAMPLES",
+    "LAG_EXCEEDED",
+    "RECOVERING",
+    "STALE_DATA",
     "UNAVAILABLE",
     "ChainTargets",
     "Policy",
+    "Previous",
     "Score",
     "basis_points",
+    "explain",
     "score_endpoint",
     "weights",
+    "with_history",
 ]
 
 K = TypeVar("K", bound=Hashable)
 
 BASIS_POINTS = 10_000
 
-# Exclusion reasons (status "excluded").
-INSUFFICIENT_DATA = "insufficient_data"  # too few probes or samples to judge; score None
-INCORRECT = "incorrect"  # correctness below Policy.min_correctness; score 0.0
-UNAVAILABLE = "unavailable"  # availability below Policy.min_availability; score 0.0
+# Exclusion reasons (status "excluded"). Too little evidence: score None, no hysteresis.
+INSUFFICIENT_PROBES = "insufficient_probes"  # fewer probes than Policy.min_probes
+INSUFFICIENT_SAMPLES = "insufficient_samples"  # fewer checks than Policy.min_samples (or none)
+STALE_DATA = "stale_data"  # no probe reported it for more than 2 x Policy.stale_after_s
+# Evidence against the endpoint: score 0.0, and it must clear with a margin to come back.
+INCORRECT = "incorrect"  # correctness below Policy.min_correctness
+UNAVAILABLE = "unavailable"  # availability below Policy.min_availability
+LAG_EXCEEDED = "lag_exceeded"  # lag above Policy.lag_limit_factor x the SLA's max lag
+STALLED = "stalled"  # most probes' latest check found its head frozen
+SYNCING = "syncing"  # most probes' latest check found it syncing
+# Held back after an exclusion: hysteresis, then a ramp back to its full score.
+RECOVERING = "recovering"
+
+EXCLUSION_REASONS: tuple[str, ...] = (
+    INSUFFICIENT_PROBES,
+    INSUFFICIENT_SAMPLES,
+    STALE_DATA,
+    INCORRECT,
+    UNAVAILABLE,
+    LAG_EXCEEDED,
+    STALLED,
+    SYNCING,
+    RECOVERING,
+)
 
 # Informative reasons: the error kinds of monitor.ingest.schemas.ErrorKind, listed in a Score's
 # reasons when errors of that kind were seen in the window (most frequent first). They explain a
@@ -64,7 +97,8 @@ ERROR_REASONS: tuple[str, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """Scoring parameters; the defaults are argued in docs/scoring.md."""
+    """Scoring parameters; the defaults are argued in docs/scoring.md. Per chain, from the
+    registry's ``scoring`` section (:meth:`from_config`)."""
 
     # One probe is enough to score (small networks); the median is robust once there are >= 3.
     min_probes: int = 1
@@ -79,10 +113,19 @@ class Policy:
     latency_ref_ms: float | None = None
     # A node that served wrong data once in 20 judged checks is not routed to at all.
     min_correctness: float = 0.95
+    # Lag beyond this many times the SLA's max lag is not "a bit late" any more: excluded.
+    lag_limit_factor: float = 4.0
     # Not used by score_endpoint: how the caller builds ProbeSamples. Availability, latency and
     # correctness are judged over the window (MONITOR_WINDOWS); lag over each probe's last few
-    # available checks, so a stalled node drops within a few rounds and recovers as fast.
+    # available checks (their median), so a stalled node drops within a few rounds, recovers as
+    # fast, and one lag spike moves nothing.
     recent_lag_checks: int = 3
+    # The exponents of the factors (the chain's preset and weights).
+    factor_weights: FactorWeights = field(default_factory=FactorWeights)
+    # Data older than this starts to decay; twice as old is "stale_data" (excluded).
+    stale_after_s: float = 60.0
+    # After an exclusion for cause ends, the score ramps from 0 to full over this long.
+    recovery_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.min_probes < 0 or self.min_samples < 0:
@@ -99,6 +142,24 @@ class Policy:
             raise ValueError("latency_ref_ms must be finite and > 0")
         if self.recent_lag_checks < 1:
             raise ValueError("recent_lag_checks must be >= 1")
+        for name in ("lag_limit_factor", "stale_after_s", "recovery_s"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be finite and > 0")
+
+    @classmethod
+    def from_config(cls, config: ScoringConfig) -> Policy:
+        return cls(
+            min_probes=config.min_probes,
+            min_samples=config.min_samples,
+            min_availability=config.min_availability,
+            min_correctness=config.min_correctness,
+            latency_ref_ms=config.latency_ref_ms,
+            lag_limit_factor=config.lag_limit_factor,
+            factor_weights=config.factor_weights(),
+            stale_after_s=config.stale_after_s,
+            recovery_s=config.recovery_s,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,16 +185,24 @@ class Score:
 
     stats: EndpointStats
     lag_seconds: float | None  # lag_blocks * block_time_s
-    factors: dict[str, float] = field(default_factory=dict)  # availability/latency/lag/correctness
-    # [0, 1]; 0.0 when excluded as incorrect/unavailable, None when there is too little data.
+    factors: dict[str, float] = field(default_factory=dict)  # factor name -> sub-score in [0, 1]
+    # [0, 1]; 0.0 when excluded for cause, None when there is too little (or too old) data.
     score: float | None = None
-    status: Literal["ok", "excluded"] = "ok"
+    status: Literal["ok", "recovering", "excluded"] = "ok"
     reasons: tuple[str, ...] = ()
+    exponents: dict[str, float] = field(default_factory=dict)  # factor name -> its weight
+
+
+def _freshness(age_s: float | None, policy: Policy) -> float:
+    """1 while the newest data is at most stale_after_s old, then linearly to 0 at twice that."""
+    if age_s is None or age_s <= policy.stale_after_s:
+        return 1.0
+    return max(0.0, 2.0 - age_s / policy.stale_after_s)
 
 
 def _factors(stats: EndpointStats, targets: ChainTargets, policy: Policy) -> dict[str, float]:
     # An unmeasured quantity (None) is neutral (1.0): exclusion and penalties need evidence, and
-    # too little evidence overall is handled by insufficient_data.
+    # too little evidence overall is handled by insufficient_probes/samples.
     ref = policy.latency_ref_ms if policy.latency_ref_ms is not None else targets.latency_p95_ms
     a, p95, lag, c = stats.availability, stats.latency_p95_ms, stats.lag_blocks, stats.correctness
     return {
@@ -141,7 +210,13 @@ def _factors(stats: EndpointStats, targets: ChainTargets, policy: Policy) -> dic
         "latency": 1.0 if p95 is None else ref / (ref + p95),
         "lag": 1.0 if lag is None else 0.5 ** (lag / targets.max_lag_blocks),
         "correctness": 1.0 if c is None else c,
+        "freshness": _freshness(stats.age_s, policy),
     }
+
+
+def _exponents(policy: Policy) -> dict[str, float]:
+    weights = policy.factor_weights
+    return {**{name: getattr(weights, name) for name in FACTORS}, "freshness": 1.0}
 
 
 def _error_reasons(errors: Mapping[str, int]) -> tuple[str, ...]:
@@ -150,31 +225,146 @@ def _error_reasons(errors: Mapping[str, int]) -> tuple[str, ...]:
     return tuple(kind for kind, _ in seen)
 
 
+def _causes(stats: EndpointStats, targets: ChainTargets, policy: Policy) -> list[str]:
+    """Exclusions for cause (evidence against the endpoint), in EXCLUSION_REASONS order."""
+    causes: list[str] = []
+    if stats.correctness is not None and stats.correctness < policy.min_correctness:
+        causes.append(INCORRECT)
+    if stats.availability is not None and stats.availability < policy.min_availability:
+        causes.append(UNAVAILABLE)
+    limit = policy.lag_limit_factor * targets.max_lag_blocks
+    if stats.lag_blocks is not None and stats.lag_blocks > limit:
+        causes.append(LAG_EXCEEDED)
+    for kind in (STALLED, SYNCING):  # stale: a majority of the probes' latest checks say so
+        if stats.latest_errors.get(kind, 0) * 2 > stats.probes:
+            causes.append(kind)
+    return causes
+
+
 def score_endpoint(stats: EndpointStats, targets: ChainTargets, policy: Policy) -> Score:
-    """Score one endpoint; excluded endpoints get 0.0 (incorrect/unavailable) or None (no data)."""
+    """Score one endpoint over one window; excluded endpoints get 0.0 (for cause) or None (too
+    little or too old data). Hysteresis across runs is :func:`with_history`'s."""
     lag_seconds = None if stats.lag_blocks is None else stats.lag_blocks * targets.block_time_s
     factors = _factors(stats, targets, policy)
+    exponents = _exponents(policy)
     informative = _error_reasons(stats.errors)
 
-    if (
-        stats.probes < policy.min_probes
-        or stats.samples < policy.min_samples
-        or stats.availability is None  # nothing checked at all
-    ):
+    def excluded(score: float | None, *reasons: str) -> Score:
         return Score(
-            stats, lag_seconds, factors, None, "excluded", (INSUFFICIENT_DATA, *informative)
+            stats, lag_seconds, factors, score, "excluded", (*reasons, *informative), exponents
         )
 
-    excluded: list[str] = []
-    if stats.correctness is not None and stats.correctness < policy.min_correctness:
-        excluded.append(INCORRECT)
-    if stats.availability < policy.min_availability:
-        excluded.append(UNAVAILABLE)
-    if excluded:
-        return Score(stats, lag_seconds, factors, 0.0, "excluded", (*excluded, *informative))
+    if stats.probes < policy.min_probes:
+        return excluded(None, INSUFFICIENT_PROBES)
+    if stats.samples < policy.min_samples or stats.availability is None:
+        return excluded(None, INSUFFICIENT_SAMPLES)
+    if factors["freshness"] == 0.0:
+        return excluded(None, STALE_DATA)
+    causes = _causes(stats, targets, policy)
+    if causes:
+        return excluded(0.0, *causes)
+    score = math.prod(f ** exponents[name] for name, f in factors.items())
+    return Score(stats, lag_seconds, factors, score, "ok", informative, exponents)
 
-    score = math.prod(factors.values())
-    return Score(stats, lag_seconds, factors, score, "ok", informative)
+
+def explain(score: Score) -> dict[str, dict[str, float | None]]:
+    """Per factor: the measured value, its sub-score, its weight (exponent) and its share of the
+    score's shortfall, ``w * ln(f) / sum(w * ln(f))``: which factors cost the endpoint its
+    traffic, summing to 1 (all 0 when nothing is lost; a zero factor takes the whole share)."""
+    stats = score.stats
+    values: dict[str, float | None] = {
+        "availability": stats.availability,
+        "latency": stats.latency_p95_ms,
+        "lag": stats.lag_blocks,
+        "correctness": stats.correctness,
+        "freshness": stats.age_s,
+    }
+    logs: dict[str, float] = {}
+    for name, f in score.factors.items():
+        w = score.exponents.get(name, 1.0)
+        logs[name] = -math.inf if f == 0 and w > 0 else (w * math.log(f) if f > 0 else 0.0)
+    zeros = [name for name, v in logs.items() if v == -math.inf]
+    total = sum(v for v in logs.values() if v != -math.inf)
+    shares: dict[str, float] = {}
+    for name, v in logs.items():
+        if zeros:
+            shares[name] = 1.0 / len(zeros) if name in zeros else 0.0
+        else:
+            shares[name] = v / total if total < 0 else 0.0
+    return {
+        name: {
+            "value": values.get(name),
+            "sub_score": score.factors[name],
+            "weight": score.exponents.get(name, 1.0),
+            "share": shares[name],
+        }
+        for name in score.factors
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Previous:
+    """What the latest stored run said of an endpoint (same chain and window)."""
+
+    status: str  # "ok" | "recovering" | "excluded"
+    score: float | None  # 0.0: excluded for cause; None: for lack of data
+    since: datetime  # when it entered this status
+
+
+def clears_with_margin(stats: EndpointStats, targets: ChainTargets, policy: Policy) -> bool:
+    """Hysteresis: back from an exclusion for cause only once clear of every threshold by a
+    margin, so an endpoint hovering at a threshold does not flap in and out."""
+    if stats.availability is not None and stats.availability < policy.min_availability + 0.1:
+        return False
+    if stats.correctness is not None and stats.correctness < min(
+        1.0, policy.min_correctness + 0.02
+    ):
+        return False
+    limit = policy.lag_limit_factor * targets.max_lag_blocks
+    return stats.lag_blocks is None or stats.lag_blocks <= limit / 2
+
+
+def with_history(
+    score: Score,
+    previous: Previous | None,
+    *,
+    as_of: datetime,
+    targets: ChainTargets,
+    policy: Policy,
+) -> tuple[Score, datetime]:
+    """Apply hysteresis and the recovery ramp; returns the score and since when its status holds.
+
+    * Excluded now: as computed (exclusions act at once; a broken node loses traffic now).
+    * Excluded for cause before, fine now but not by the margin: still excluded (``recovering``).
+    * Clear by the margin: ``recovering``, its score ramping linearly from 0 to full over
+      ``policy.recovery_s`` from that moment; then ``ok``.
+    * Back from a lack of data (insufficient, stale): no hysteresis, no ramp.
+    """
+    if score.status == "excluded":
+        if previous is not None and previous.status == "excluded":
+            return score, previous.since
+        return score, as_of
+    if previous is None or previous.status == "ok":
+        return score, previous.since if previous is not None else as_of
+    if previous.status == "excluded":
+        if previous.score is None:  # it lacked data, nothing held against it
+            return score, as_of
+        if not clears_with_margin(score.stats, targets, policy):
+            held = replace(
+                score, score=0.0, status="excluded", reasons=(RECOVERING, *score.reasons)
+            )
+            return held, previous.since
+        since = as_of
+    else:  # recovering
+        since = previous.since
+    ramp = min(1.0, (as_of - since).total_seconds() / policy.recovery_s)
+    assert score.score is not None
+    if ramp >= 1.0:
+        return score, as_of
+    ramped = replace(
+        score, score=score.score * ramp, status="recovering", reasons=(RECOVERING, *score.reasons)
+    )
+    return ramped, since
 
 
 def weights(scores: Mapping[K, float | None]) -> dict[K, float]:

@@ -7,6 +7,13 @@ from datetime import datetime
 from pydantic import BaseModel
 
 
+class Factor(BaseModel):
+    value: float | None  # the measured quantity: fraction, p95 ms, lag blocks, fraction, age s
+    sub_score: float  # the factor in [0, 1]
+    weight: float  # its exponent in the score (the chain's policy)
+    share: float  # its share of the score's shortfall; shares sum to 1 unless nothing is lost
+
+
 class EndpointScore(BaseModel):
     endpoint_id: int
     operator_id: str
@@ -22,9 +29,11 @@ class EndpointScore(BaseModel):
     score: float | None  # None: insufficient data
     weight: float
     weight_bps: int
-    status: str  # "ok" | "excluded"
-    reasons: list[str]  # see docs/scoring.md
+    status: str  # "ok" | "recovering" | "excluded"
+    status_since: datetime | None  # when it entered this status (hysteresis, recovery ramp)
+    reasons: list[str]  # exclusion codes first, then error kinds seen; see docs/scoring.md
     errors: dict[str, int]  # error kind -> count in the window
+    factors: dict[str, Factor]  # availability, latency, lag, correctness, freshness
 
 
 class ScoresOut(BaseModel):
@@ -48,3 +57,20 @@ class WeightsOut(BaseModel):
     as_of: datetime
     total_bps: int  # 10000, or 0 when no endpoint may be routed to
     weights: list[EndpointWeight]
+
+
+class ProbeAgreement(BaseModel):
+    address: str
+    name: str
+    region: str
+    endpoints: int  # endpoints it measured that at least 3 probes measured
+    disagreements: int  # of those, where its view differed from the other probes'
+    kinds: dict[str, int]  # quantity -> endpoints it disagreed on
+    outlier_score: float | None  # disagreements / endpoints; None when it judged none
+
+
+class ProbesOut(BaseModel):
+    chain_id: int
+    window: str
+    as_of: datetime
+    probes: list[ProbeAgreement]

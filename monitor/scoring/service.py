@@ -12,9 +12,22 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, case, delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from monitor.db.models import Chain, Endpoint, Result, Score, ScoringRun
-from monitor.scoring.aggregate import ProbeSamples, endpoint_stats
-from monitor.scoring.policy import ChainTargets, Policy, basis_points, score_endpoint, weights
+from monitor.db.models import Chain, Endpoint, Probe, ProbeScore, Result, ScoringRun
+from monitor.db.models import Score as ScoreRow
+from monitor.scoring.aggregate import EndpointStats, ProbeSamples, across_probes, per_probe
+from monitor.scoring.config import ScoringConfig
+from monitor.scoring.outliers import probe_outliers
+from monitor.scoring.policy import (
+    ChainTargets,
+    Policy,
+    Previous,
+    Score,
+    basis_points,
+    explain,
+    score_endpoint,
+    weights,
+    with_history,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +41,8 @@ class RunSummary:
 
 def _window_samples(
     session: Session, *, chain_id: int, start: datetime, end: datetime, recent: int
-) -> dict[int, list[ProbeSamples]]:
-    """endpoint id -> one ProbeSamples per probe that checked it in [start, end)."""
+) -> dict[int, dict[int, ProbeSamples]]:
+    """endpoint id -> probe id -> what that probe saw of it in [start, end)."""
     in_window = and_(
         Result.chain_id == chain_id, Result.observed_at >= start, Result.observed_at < end
     )
@@ -54,39 +67,76 @@ def _window_samples(
         errors[(endpoint_id, probe_id)][error] = n
     latencies: dict[tuple[int, int], list[float]] = defaultdict(list)
     lags: dict[tuple[int, int], list[int]] = defaultdict(list)
-    # Newest first, so the first `recent` lags of each pair are the "now" lag.
-    for endpoint_id, probe_id, latency_ms, lag_blocks in session.execute(
-        select(Result.endpoint_id, Result.probe_id, Result.latency_ms, Result.lag_blocks)
-        .where(in_window, Result.ok.is_(True))
-        .order_by(Result.observed_at.desc())
+    newest: dict[tuple[int, int], tuple[datetime, str | None]] = {}
+    # Newest first (ties by id, so the order is stable): the first row of each pair is its
+    # newest check, and its first `recent` lags are the "now" lag.
+    for endpoint_id, probe_id, observed_at, ok, error, latency_ms, lag_blocks in session.execute(
+        select(
+            Result.endpoint_id,
+            Result.probe_id,
+            Result.observed_at,
+            Result.ok,
+            Result.error,
+            Result.latency_ms,
+            Result.lag_blocks,
+        )
+        .where(in_window)
+        .order_by(Result.observed_at.desc(), Result.id.desc())
     ):
         key = (endpoint_id, probe_id)
+        newest.setdefault(key, (observed_at, error))
+        if not ok:
+            continue
         if latency_ms is not None:
             latencies[key].append(latency_ms)
         if lag_blocks is not None and len(lags[key]) < recent:
             lags[key].append(lag_blocks)
-    samples: dict[int, list[ProbeSamples]] = defaultdict(list)
+    samples: dict[int, dict[int, ProbeSamples]] = defaultdict(dict)
     for endpoint_id, probe_id, total, ok, correct, incorrect in counts:
         key = (endpoint_id, probe_id)
-        samples[endpoint_id].append(
-            ProbeSamples(
-                total=total,
-                available=ok or 0,
-                correct=correct or 0,
-                incorrect=incorrect or 0,
-                latencies_ms=latencies.get(key, ()),
-                recent_lags_blocks=lags.get(key, ()),
-                errors=errors.get(key, {}),
-            )
+        observed_at, latest_error = newest[key]
+        samples[endpoint_id][probe_id] = ProbeSamples(
+            total=total,
+            available=ok or 0,
+            correct=correct or 0,
+            incorrect=incorrect or 0,
+            latencies_ms=latencies.get(key, ()),
+            recent_lags_blocks=lags.get(key, ()),
+            errors=errors.get(key, {}),
+            latest_error=latest_error,
+            age_s=max(0.0, (end - observed_at).total_seconds()),
         )
     return samples
 
 
+def chain_policy(chain: Chain) -> Policy:
+    """The chain's scoring policy, from the registry's ``scoring`` section stored with it."""
+    return Policy.from_config(ScoringConfig.model_validate_json(chain.scoring or "{}"))
+
+
+def _previous(session: Session, *, chain_id: int, window_s: int) -> dict[int, Previous]:
+    run = latest_run(session, chain_id=chain_id, window_s=window_s)
+    if run is None:
+        return {}
+    return {
+        s.endpoint_id: Previous(s.status, s.score, s.status_since or run.as_of)
+        for s in run_scores(session, run_id=run.id)
+    }
+
+
 def score_chain(
-    session: Session, *, chain: Chain, window_s: int, as_of: datetime, policy: Policy
+    session: Session,
+    *,
+    chain: Chain,
+    window_s: int,
+    as_of: datetime,
+    policy: Policy | None = None,
 ) -> RunSummary:
-    """Score every active endpoint of ``chain`` over ``[as_of - window, as_of)`` and store a run."""
+    """Score every active endpoint of ``chain`` over ``[as_of - window, as_of)`` and store a run.
+
+    ``policy`` defaults to the chain's own (registry); hysteresis reads the previous run."""
     started = time.perf_counter()
+    policy = policy or chain_policy(chain)
     endpoints = session.scalars(
         select(Endpoint)
         .where(Endpoint.chain_id == chain.chain_id, Endpoint.active.is_(True))
@@ -104,18 +154,30 @@ def score_chain(
         max_lag_blocks=chain.sla_max_lag_blocks,
         block_time_s=chain.block_time_s,
     )
-    scores = {
-        e.id: score_endpoint(endpoint_stats(samples.get(e.id, [])), targets, policy)
-        for e in endpoints
+    previous = _previous(session, chain_id=chain.chain_id, window_s=window_s)
+    per_probe_stats = {
+        eid: {pid: per_probe(s) for pid, s in by_probe.items()} for eid, by_probe in samples.items()
     }
-    shares = weights({eid: s.score for eid, s in scores.items()})
+    consensus: dict[int, EndpointStats] = {}
+    scores: dict[int, tuple[Score, datetime]] = {}
+    for e in endpoints:
+        by_probe = samples.get(e.id, {})
+        stats = across_probes(
+            list(per_probe_stats.get(e.id, {}).values()), [s.errors for s in by_probe.values()]
+        )
+        consensus[e.id] = stats
+        raw = score_endpoint(stats, targets, policy)
+        scores[e.id] = with_history(
+            raw, previous.get(e.id), as_of=as_of, targets=targets, policy=policy
+        )
+    shares = weights({eid: s.score for eid, (s, _) in scores.items()})
     bps = basis_points(shares)
     run = ScoringRun(chain_id=chain.chain_id, window_s=window_s, as_of=as_of, duration_ms=0.0)
     session.add(run)
     session.flush()
     rows = []
     for endpoint in endpoints:
-        s = scores[endpoint.id]
+        s, since = scores[endpoint.id]
         rows.append(
             {
                 "run_id": run.id,
@@ -134,12 +196,30 @@ def score_chain(
                 "weight": shares[endpoint.id],
                 "weight_bps": bps[endpoint.id],
                 "status": s.status,
+                "status_since": since,
                 "reasons": json.dumps(s.reasons),
                 "errors": json.dumps(dict(sorted(s.stats.errors.items()))),
+                "factors": json.dumps(explain(s)),
             }
         )
     if rows:
-        session.execute(insert(Score), rows)
+        session.execute(insert(ScoreRow), rows)
+    outliers = probe_outliers(per_probe_stats, consensus, targets)
+    if outliers:
+        session.execute(
+            insert(ProbeScore),
+            [
+                {
+                    "run_id": run.id,
+                    "probe_id": o.probe_id,
+                    "endpoints": o.endpoints,
+                    "disagreements": o.disagreements,
+                    "kinds": json.dumps(dict(sorted(o.disagreement_kinds.items()))),
+                    "outlier_score": o.score,
+                }
+                for o in outliers.values()
+            ],
+        )
     run.duration_ms = (time.perf_counter() - started) * 1000
     return RunSummary(chain.chain_id, window_s, run.id, len(rows), run.duration_ms)
 
@@ -149,10 +229,11 @@ def score_all(
     *,
     windows_s: list[int],
     as_of: datetime,
-    policy: Policy,
+    policy: Policy | None = None,
     keep: timedelta = timedelta(days=1),
 ) -> list[RunSummary]:
-    """One job tick: every active chain, every window; then drop runs older than ``keep``."""
+    """One job tick: every active chain (each with its own policy unless ``policy`` is given),
+    every window; then drop runs older than ``keep``."""
     chains = session.scalars(select(Chain).where(Chain.active.is_(True))).all()
     summaries = [
         score_chain(session, chain=chain, window_s=w, as_of=as_of, policy=policy)
@@ -173,7 +254,19 @@ def latest_run(session: Session, *, chain_id: int, window_s: int) -> ScoringRun 
     )
 
 
-def run_scores(session: Session, *, run_id: int) -> list[Score]:
+def run_scores(session: Session, *, run_id: int) -> list[ScoreRow]:
     return list(
-        session.scalars(select(Score).where(Score.run_id == run_id).order_by(Score.endpoint_id))
+        session.scalars(
+            select(ScoreRow).where(ScoreRow.run_id == run_id).order_by(ScoreRow.endpoint_id)
+        )
     )
+
+
+def run_probe_scores(session: Session, *, run_id: int) -> list[tuple[ProbeScore, Probe]]:
+    rows = session.execute(
+        select(ProbeScore, Probe)
+        .join(Probe, Probe.id == ProbeScore.probe_id)
+        .where(ProbeScore.run_id == run_id)
+        .order_by(Probe.address)
+    ).all()
+    return [(score, probe) for score, probe in rows]

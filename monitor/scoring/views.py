@@ -6,14 +6,22 @@ import json
 
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from monitor.db.models import Chain, Endpoint
+from monitor.db.models import Chain, Endpoint, ScoringRun
 from monitor.db.session import session_scope
 from monitor.exceptions import NotFound, RequestError
 from monitor.registry.service import public_url
-from monitor.scoring.schemas import EndpointScore, EndpointWeight, ScoresOut, WeightsOut
-from monitor.scoring.service import latest_run, run_scores
+from monitor.scoring.schemas import (
+    EndpointScore,
+    EndpointWeight,
+    ProbeAgreement,
+    ProbesOut,
+    ScoresOut,
+    WeightsOut,
+)
+from monitor.scoring.service import latest_run, run_probe_scores, run_scores
 from monitor.settings import parse_window
 
 router = APIRouter(tags=["reputation"])
@@ -24,7 +32,7 @@ class ScoresNotReady(RequestError):
     code = "scores_not_ready"
 
 
-def _load(request: Request, chain_id: int, window: str | None) -> ScoresOut:
+def _window(request: Request, window: str | None) -> str:
     windows: list[str] = request.app.state.settings.windows
     window = window or windows[0]
     if window not in windows:
@@ -32,16 +40,26 @@ def _load(request: Request, chain_id: int, window: str | None) -> ScoresOut:
             f"window {window!r} is not computed; available: {', '.join(windows)}",
             code="unknown_window",
         )
+    return window
+
+
+def _latest(session: Session, chain_id: int, window: str) -> ScoringRun:
+    chain = session.get(Chain, chain_id)
+    if chain is None or not chain.active:
+        # A chain removed from the registry must stop receiving traffic at once, not serve
+        # its last weights until they age out.
+        state = "not in" if chain is None else "deactivated in"
+        raise NotFound(f"chain {chain_id} is {state} the registry", code="unknown_chain")
+    run = latest_run(session, chain_id=chain_id, window_s=parse_window(window))
+    if run is None:
+        raise ScoresNotReady(f"no scores computed yet for chain {chain_id}; retry shortly")
+    return run
+
+
+def _load(request: Request, chain_id: int, window: str | None) -> ScoresOut:
+    window = _window(request, window)
     with session_scope(request.app.state.engine) as session:
-        chain = session.get(Chain, chain_id)
-        if chain is None or not chain.active:
-            # A chain removed from the registry must stop receiving traffic at once, not serve
-            # its last weights until they age out.
-            state = "not in" if chain is None else "deactivated in"
-            raise NotFound(f"chain {chain_id} is {state} the registry", code="unknown_chain")
-        run = latest_run(session, chain_id=chain_id, window_s=parse_window(window))
-        if run is None:
-            raise ScoresNotReady(f"no scores computed yet for chain {chain_id}; retry shortly")
+        run = _latest(session, chain_id, window)
         urls: dict[int, str] = {
             row.id: row.url
             for row in session.execute(
@@ -65,8 +83,10 @@ def _load(request: Request, chain_id: int, window: str | None) -> ScoresOut:
                 weight=s.weight,
                 weight_bps=s.weight_bps,
                 status=s.status,
+                status_since=s.status_since,
                 reasons=json.loads(s.reasons),
                 errors=json.loads(s.errors),
+                factors=json.loads(s.factors),
             )
             for s in run_scores(session, run_id=run.id)
         ]
@@ -110,3 +130,35 @@ async def get_weights(request: Request, chain_id: int = Query(gt=0, le=2**63 - 1
         total_bps=sum(w.weight_bps for w in weights),
         weights=weights,
     )
+
+
+def _probes(request: Request, chain_id: int, window: str | None) -> ProbesOut:
+    window = _window(request, window)
+    with session_scope(request.app.state.engine) as session:
+        run = _latest(session, chain_id, window)
+        probes = [
+            ProbeAgreement(
+                address=probe.address,
+                name=probe.name,
+                region=probe.region,
+                endpoints=score.endpoints,
+                disagreements=score.disagreements,
+                kinds=json.loads(score.kinds),
+                outlier_score=score.outlier_score,
+            )
+            for score, probe in run_probe_scores(session, run_id=run.id)
+        ]
+        return ProbesOut(chain_id=chain_id, window=window, as_of=run.as_of, probes=probes)
+
+
+@router.get(
+    "/v1/probes",
+    response_model=ProbesOut,
+    summary="Per probe: how often its view of the chain's endpoints differs from the others'",
+)
+async def get_probes(
+    request: Request,
+    chain_id: int = Query(gt=0, le=2**63 - 1),
+    window: str | None = Query(None, description="one of the computed windows, e.g. 5m"),
+) -> ProbesOut:
+    return await run_in_threadpool(_probes, request, chain_id, window)

@@ -13,7 +13,8 @@ from monitor.scoring.policy import (
     BASIS_POINTS,
     ERROR_REASONS,
     INCORRECT,
-    INSUFFICIENT_DATA,
+    INSUFFICIENT_PROBES,
+    INSUFFICIENT_SAMPLES,
     UNAVAILABLE,
     ChainTargets,
     Policy,
@@ -55,7 +56,9 @@ def ep(
 def test_perfect_endpoint_scores_one() -> None:
     s = score_endpoint(ep(), MAINNET, POLICY)
     assert s.score == 1.0 and s.status == "ok" and s.reasons == ()
-    assert s.factors == {"availability": 1.0, "latency": 1.0, "lag": 1.0, "correctness": 1.0}
+    assert s.factors == dict.fromkeys(
+        ("availability", "latency", "lag", "correctness", "freshness"), 1.0
+    )
     assert s.lag_seconds == 0.0
 
 
@@ -108,23 +111,24 @@ def test_unavailable_is_excluded_with_score_zero() -> None:
 
 
 @pytest.mark.parametrize(
-    "stats",
+    ("stats", "reason"),
     [
-        ep(samples=2),
-        ep(probes=0),
-        ep(availability=None, samples=0, probes=0),
-        ep(correctness=0.0, samples=1),  # too little data even to exclude as incorrect
+        (ep(samples=2), INSUFFICIENT_SAMPLES),
+        (ep(probes=0), INSUFFICIENT_PROBES),
+        (ep(availability=None, samples=0, probes=0), INSUFFICIENT_PROBES),
+        # too little data even to exclude as incorrect
+        (ep(correctness=0.0, samples=1), INSUFFICIENT_SAMPLES),
     ],
 )
-def test_insufficient_data_scores_none_and_weighs_zero(stats: EndpointStats) -> None:
+def test_insufficient_data_scores_none_and_weighs_zero(stats: EndpointStats, reason: str) -> None:
     s = score_endpoint(stats, MAINNET, POLICY)
-    assert s.status == "excluded" and s.score is None and s.reasons[0] == INSUFFICIENT_DATA
+    assert s.status == "excluded" and s.score is None and s.reasons[0] == reason
     assert weights({"new": s.score, "old": 0.5}) == {"new": 0.0, "old": 1.0}
 
 
 def test_min_probes() -> None:
     s = score_endpoint(ep(probes=2), MAINNET, Policy(min_probes=3))
-    assert s.score is None and s.reasons == (INSUFFICIENT_DATA,)
+    assert s.score is None and s.reasons == (INSUFFICIENT_PROBES,)
 
 
 def test_error_reasons_most_frequent_first_unknown_kinds_ignored() -> None:
