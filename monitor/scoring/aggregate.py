@@ -213,7 +213,7 @@ def across_probes(
             per_kind[kind] = per_kind.get(kind, 0) + count
     latest: dict[str, int] = {}
     for p in stats:
-        if p.latest_error is not None:
+        if p.latest_error is not None and p.samples > 0:
             latest[p.latest_error] = latest.get(p.latest_error, 0) + 1
     return EndpointStats(
         availability=_median_or_none(p.availability for p in stats),

@@ -6,7 +6,7 @@ chain, turned into a :class:`monitor.scoring.policy.Policy` by the scoring job.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,7 +36,10 @@ class ScoringConfig(BaseModel):
 
     preset: Literal["balanced", "prefer_fastest", "prefer_freshest"] = "balanced"
     # Any factor named here replaces the preset's exponent for it.
-    weights: dict[Literal["availability", "latency", "lag", "correctness"], float] = {}
+    weights: dict[
+        Literal["availability", "latency", "lag", "correctness"],
+        Annotated[float, Field(ge=0, le=10)],
+    ] = {}
     min_probes: int = Field(1, ge=1, le=1000)
     min_samples: int = Field(3, ge=1, le=100_000)
     min_availability: float = Field(0.5, ge=0, le=1)

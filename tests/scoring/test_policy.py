@@ -9,16 +9,23 @@ from hypothesis import strategies as st
 
 from monitor.ingest.schemas import ErrorKind
 from monitor.scoring.aggregate import EndpointStats
+from monitor.scoring.config import ScoringConfig
 from monitor.scoring.policy import (
     BASIS_POINTS,
     ERROR_REASONS,
     INCORRECT,
     INSUFFICIENT_PROBES,
     INSUFFICIENT_SAMPLES,
+    LAG_EXCEEDED,
+    STALE_DATA,
+    STALLED,
+    SYNCING,
     UNAVAILABLE,
     ChainTargets,
     Policy,
+    Score,
     basis_points,
+    explain,
     score_endpoint,
     weights,
 )
@@ -302,3 +309,111 @@ def test_worked_example() -> None:
     assert w["lagging"] == pytest.approx(0.146510, abs=1e-6)
     assert w["wrong-fork"] == 0.0
     assert basis_points(w) == {"healthy": 5860, "slow": 2675, "lagging": 1465, "wrong-fork": 0}
+
+
+# --- issue 4: exponents, presets, exclusions, freshness, explanations --------------------------
+
+
+def test_factor_weights_are_exponents_and_presets_trade_speed_for_freshness() -> None:
+    slow_fresh = ep(p95=250.0, lag=0.0)  # latency factor 0.5, lag factor 1
+    fast_late = ep(p95=0.0, lag=2.0)  # latency factor 1, lag factor 0.5
+    balanced = Policy()
+    assert score_endpoint(slow_fresh, MAINNET, balanced).score == pytest.approx(0.5)
+    assert score_endpoint(fast_late, MAINNET, balanced).score == pytest.approx(0.5)
+    fastest = Policy.from_config(ScoringConfig(preset="prefer_fastest"))
+    freshest = Policy.from_config(ScoringConfig(preset="prefer_freshest"))
+    assert score_endpoint(slow_fresh, MAINNET, fastest).score == pytest.approx(0.25)
+    assert score_endpoint(fast_late, MAINNET, fastest).score == pytest.approx(0.5**0.5)
+    assert score_endpoint(slow_fresh, MAINNET, freshest).score == pytest.approx(0.5**0.5)
+    assert score_endpoint(fast_late, MAINNET, freshest).score == pytest.approx(0.25)
+    # A factor weighted 0 does not count at all; named weights override the preset's.
+    no_latency = Policy.from_config(ScoringConfig(preset="prefer_fastest", weights={"latency": 0}))
+    assert score_endpoint(slow_fresh, MAINNET, no_latency).score == pytest.approx(1.0)
+
+
+def test_scoring_config_is_validated() -> None:
+    from pydantic import ValidationError
+
+    for bad in (
+        {"preset": "prefer_cheapest"},
+        {"weights": {"latency": -1}},
+        {"weights": {"price": 1}},
+        {"min_probes": 0},
+    ):
+        with pytest.raises(ValidationError):
+            ScoringConfig.model_validate(bad)
+
+
+def test_lag_beyond_the_limit_is_excluded() -> None:
+    # limit: 4 x the SLA's 2 blocks
+    assert score_endpoint(ep(lag=8.0), MAINNET, POLICY).status == "ok"
+    s = score_endpoint(ep(lag=8.5), MAINNET, POLICY)
+    assert (s.status, s.score, s.reasons) == ("excluded", 0.0, (LAG_EXCEEDED,))
+
+
+def stale_ep(kind: str, probes_saying: int, probes: int = 3) -> EndpointStats:
+    return EndpointStats(
+        availability=1.0,
+        latency_p50_ms=1.0,
+        latency_p95_ms=1.0,
+        lag_blocks=0.0,
+        correctness=1.0,
+        samples=100,
+        probes=probes,
+        latest_errors={kind: probes_saying},
+    )
+
+
+@pytest.mark.parametrize("kind", [STALLED, SYNCING])
+def test_stalled_or_syncing_by_a_majority_of_probes_is_excluded(kind: str) -> None:
+    assert score_endpoint(stale_ep(kind, 1), MAINNET, POLICY).status == "ok"  # one probe of 3
+    s = score_endpoint(stale_ep(kind, 2), MAINNET, POLICY)
+    assert (s.status, s.score, s.reasons[0]) == ("excluded", 0.0, kind)
+
+
+def test_old_data_decays_then_is_stale() -> None:
+    def at(age_s: float) -> Score:
+        stats = EndpointStats(
+            availability=1.0,
+            latency_p50_ms=0.0,
+            latency_p95_ms=0.0,
+            lag_blocks=0.0,
+            correctness=1.0,
+            samples=100,
+            probes=3,
+            age_s=age_s,
+        )
+        return score_endpoint(stats, MAINNET, POLICY)  # stale_after_s = 60
+
+    assert at(60.0).score == 1.0
+    assert at(90.0).score == pytest.approx(0.5)
+    assert at(119.0).score == pytest.approx(1 / 60)
+    s = at(120.0)
+    assert (s.status, s.score, s.reasons) == ("excluded", None, (STALE_DATA,))
+
+
+def test_explain_shares_say_which_factor_costs_the_traffic() -> None:
+    s = score_endpoint(ep(p95=250.0, lag=2.0), MAINNET, POLICY)  # 0.5 x 0.5
+    explained = explain(s)
+    assert explained["latency"] == {"value": 250.0, "sub_score": 0.5, "weight": 1.0, "share": 0.5}
+    assert explained["lag"]["share"] == pytest.approx(0.5)
+    assert explained["availability"]["share"] == 0.0
+    perfect = explain(score_endpoint(ep(), MAINNET, POLICY))
+    assert all(f["share"] == 0.0 for f in perfect.values())
+    dead = explain(score_endpoint(ep(availability=0.0), MAINNET, Policy(min_availability=0.0)))
+    assert dead["availability"]["share"] == 1.0
+
+
+@FAST
+@given(
+    st.floats(0.5, 1.0),
+    st.floats(0.0, 5_000.0),
+    st.floats(0.0, 8.0),
+    st.floats(0.95, 1.0),
+)
+def test_explain_shares_sum_to_one(a: float, p95: float, lag: float, c: float) -> None:
+    s = score_endpoint(ep(availability=a, p95=p95, lag=lag, correctness=c), MAINNET, POLICY)
+    shares = [f["share"] for f in explain(s).values()]
+    assert all(0.0 <= x <= 1.0 for x in shares if x is not None)
+    if s.score is not None and s.score < 1.0:
+        assert sum(x for x in shares if x is not None) == pytest.approx(1.0)
