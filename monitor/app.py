@@ -15,15 +15,19 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from monitor import openapi
+from monitor import __version__, openapi
 from monitor.db.session import make_engine
 from monitor.exceptions import MonitorError
+from monitor.identity.views import router as identity_router
 from monitor.ingest.views import router as ingest_router
+from monitor.metrics import metrics_registry
+from monitor.metrics import router as metrics_router
 from monitor.operators.views import router as operators_router
 from monitor.registry.views import router as registry_router
 from monitor.scoring.job import start_scheduler
 from monitor.scoring.views import router as scoring_router
-from monitor.settings import Settings
+from monitor.settings import Settings, parse_window
+from monitor.signing.collector import service_account
 
 log = logging.getLogger("monitor.app")
 
@@ -51,11 +55,14 @@ def create_app(
     app = FastAPI(
         title="monitor",
         summary="Health, reputation and routing weights for a decentralized RPC network",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.engine = engine or make_engine(settings.database_url)
+    app.state.service_account = service_account(settings.service_key_file)
+    app.state.weights_signatures = {}  # (chain, window, run id) -> signature; see scoring.views
+    app.state.metrics = metrics_registry(app.state.engine, parse_window(settings.windows[0]))
 
     @app.exception_handler(MonitorError)
     async def monitor_error(_: Request, exc: MonitorError) -> JSONResponse:
@@ -112,7 +119,15 @@ def create_app(
             )
         return JSONResponse({"status": "ready"})
 
-    for router in (ingest_router, registry_router, scoring_router, operators_router):
+    routers = (
+        ingest_router,
+        registry_router,
+        scoring_router,
+        operators_router,
+        identity_router,
+        metrics_router,
+    )
+    for router in routers:
         app.include_router(router)
     openapi.install(app)
     return app

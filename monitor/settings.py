@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     request_skew_s: float = Field(300.0, ge=0)  # signed /v1/targets requests
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
     max_results_per_batch: int = Field(20_000, gt=0)
+    # The collector's own key: signs /v1/weights; created on first start (docs/operations.md).
+    service_key_file: Path = Path("collector.key")
 
     # Probe
     collector_url: str = "http://127.0.0.1:8000"

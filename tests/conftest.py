@@ -29,6 +29,16 @@ TEMPLATE_DB = "monitor_template"
 _db_names = itertools.count()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def collector_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One signing key for every collector the suite starts (in-process or as a process that
+    inherits the environment), in a temp dir: nothing writes collector.key into the checkout."""
+    path = tmp_path_factory.mktemp("collector-key") / "collector.key"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MONITOR_SERVICE_KEY_FILE", str(path))
+        yield path
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PostgresCluster]:
     with PostgresCluster() as cluster:

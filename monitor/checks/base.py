@@ -78,6 +78,9 @@ class ChainMemory:
     # endpoint id -> (head, monotonic time that head was first seen): stalled-head detection
     heads: dict[int, tuple[int, float]] = field(default_factory=dict)
     reference_head: int | None = None  # the previous round's
+    # check name -> endpoint id -> the stale verdict ("syncing") of its last run: a scheduled
+    # check's verdict holds in the rounds between its runs (monitor/probe/rounds.py)
+    verdicts: dict[str, dict[int, str]] = field(default_factory=dict)
 
 
 @dataclass

@@ -1,13 +1,14 @@
-"""Ask every endpoint at or above the round's reference head for the block it claims.
+"""Ask the endpoints whose head nobody (or only a minority) confirms for the block they claim.
 
 A head far above the reference is ``head_ahead`` already (head.py); one a few blocks above may be
-an honest node a block ahead of its peers or a node inventing blocks, and a few colluding
-endpoints inventing the same head can even make it the reference (it needs only a quorum of
-heads). An honest node can always return the block at the head it just reported; a node that
-answers ``null`` (after one retry, for load-balanced operators whose backends differ by a block)
-claimed a head that does not exist: incorrect (``head_missing``). The reference is then computed
-again without the endpoints found out, so an invented head never sets it. Endpoints below the
-reference are not asked: the check costs one call per endpoint at the tip.
+an honest node a block ahead of its peers or a node inventing blocks. An honest node can always
+return the block at the head it just reported; a node that answers ``null`` (after one retry, for
+load-balanced operators whose backends differ by a block) claimed a head that does not exist:
+incorrect (``head_missing``). Asked: every endpoint above the reference; and when the reference
+itself is held by no more than half of the answering endpoints (a few colluding endpoints
+inventing the same head can form the quorum that sets it), every endpoint at it too. The
+reference is then computed again without the endpoints found out, so an invented head never
+sets it. In a healthy round (most endpoints at the tip) only the few above it are asked.
 """
 
 from __future__ import annotations
@@ -42,10 +43,13 @@ async def check(round_: ChainRound, config: Config) -> None:
     if reference is None:
         return
     retry_s = min(1.0, RETRY_AFTER_BLOCKS * round_.chain.block_time_s)
+    heads = [obs.head for obs in round_.usable() if obs.head is not None]
+    contested = 2 * sum(1 for h in heads if h >= reference) <= len(heads)
+    lowest_asked = reference if contested else reference + 1
 
     async def one(obs: Observation) -> None:
         claimed = obs.head
-        if claimed is None or claimed < reference:
+        if claimed is None or claimed < lowest_asked:
             return
         if await _block_exists(round_, obs, claimed):
             return

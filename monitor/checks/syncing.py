@@ -4,7 +4,8 @@
 ``highestBlock`` is ``syncing`` (stale: the result stays ``ok``, as for ``stalled``); some clients
 report a status object while within a block or two of the tip, which is not worth flagging.
 Anything else is malformed. A JSON-RPC error is left unjudged here: some providers disable
-``eth_syncing``, and that says nothing about the data they serve. Cheap, so every round by default.
+``eth_syncing``, and that says nothing about the data they serve. Every 30 s by default; the
+verdict holds in the rounds between (``ChainMemory.verdicts``), so scoring sees it every round.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from monitor.rpc import parse_quantity
 
 
 class Config(ScheduledConfig):
-    every_s: float = Field(0.0, ge=0, le=86_400)
+    every_s: float = Field(30.0, ge=0, le=86_400)
     tolerance_blocks: int = Field(2, ge=0, le=1_000_000)
 
 
 async def check(round_: ChainRound, config: Config) -> None:
+    verdicts = round_.memory.verdicts["syncing"] = {}
+
     async def one(obs: Observation) -> None:
         try:
             status, _ = await round_.call(obs, "eth_syncing", [])
@@ -35,7 +38,9 @@ async def check(round_: ChainRound, config: Config) -> None:
             raise RpcMalformed("eth_syncing: expected false or a sync status object")
         current = parse_quantity(status.get("currentBlock"), "eth_syncing.currentBlock")
         highest = parse_quantity(status.get("highestBlock"), "eth_syncing.highestBlock")
-        if highest - current > config.tolerance_blocks and obs.error is None:
-            obs.error = "syncing"
+        if highest - current > config.tolerance_blocks:
+            verdicts[obs.target.endpoint_id] = "syncing"
+            if obs.error is None:
+                obs.error = "syncing"
 
     await for_each(round_, one)

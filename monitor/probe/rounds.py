@@ -38,6 +38,14 @@ def due_config(
     return config
 
 
+def carry_verdicts(round_: ChainRound, verdicts: dict[int, str]) -> None:
+    """A scheduled check that did not run this round: its last stale verdicts still hold."""
+    for obs in round_.observations:
+        verdict = verdicts.get(obs.target.endpoint_id)
+        if verdict is not None and obs.ok and obs.error is None:
+            obs.error = verdict
+
+
 async def run_chain(
     chain: ChainTarget,
     *,
@@ -59,6 +67,8 @@ async def run_chain(
         config = due_config(name, check, chain, round_.memory, now_s)
         if config is not None:
             await check.fn(round_, config)
+        else:
+            carry_verdicts(round_, round_.memory.verdicts.get(name, {}))
     round_.memory.reference_head = round_.reference_head
     return [to_result(obs, round_) for obs in round_.observations]
 

@@ -55,8 +55,13 @@ class WeightsOut(BaseModel):
     chain_id: int
     window: str
     as_of: datetime
+    as_of_ms: int  # the same instant in unix ms, as signed
     total_bps: int  # 10000, or 0 when no endpoint may be routed to
     weights: list[EndpointWeight]
+    # EIP-712 over (chainId, window, asOf, [(endpointId, operatorId, weightBps)]) in the
+    # collector's domain; check it against GET /v1/identity (docs/signing.md, "Signed weights").
+    signer: str
+    signature: str
 
 
 class ProbeAgreement(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from eth_account.signers.local import LocalAccount
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,6 +24,7 @@ from monitor.scoring.schemas import (
 )
 from monitor.scoring.service import latest_run, run_probe_scores, run_scores
 from monitor.settings import parse_window
+from monitor.signing.collector import sign_typed, weights_typed_data
 
 router = APIRouter(tags=["reputation"])
 
@@ -123,13 +125,42 @@ async def get_weights(request: Request, chain_id: int = Query(gt=0, le=2**63 - 1
         )
         for s in scores.scores
     ]
+    as_of_ms = int(scores.as_of.timestamp() * 1000)
+    signer: LocalAccount = request.app.state.service_account
     return WeightsOut(
         chain_id=chain_id,
         window=scores.window,
         as_of=scores.as_of,
+        as_of_ms=as_of_ms,
         total_bps=sum(w.weight_bps for w in weights),
         weights=weights,
+        signer=signer.address,
+        signature=_signature(request, signer, chain_id, scores.window, as_of_ms, weights),
     )
+
+
+def _signature(
+    request: Request,
+    signer: LocalAccount,
+    chain_id: int,
+    window: str,
+    as_of_ms: int,
+    weights: list[EndpointWeight],
+) -> str:
+    """Signed once per scoring run and window (about a millisecond), then served from memory;
+    deterministic (RFC 6979), so replicas with the same key and run serve the same signature."""
+    cache: dict[tuple[object, ...], str] = request.app.state.weights_signatures
+    entries = tuple((w.endpoint_id, w.operator_id, w.weight_bps) for w in weights)
+    key = (chain_id, window, as_of_ms, entries)
+    signature = cache.get(key)
+    if signature is None:
+        if len(cache) >= 1024:  # old runs are never asked again: start afresh
+            cache.clear()
+        typed = weights_typed_data(
+            chain_id=chain_id, window=window, as_of_ms=as_of_ms, weights=entries
+        )
+        signature = cache[key] = sign_typed(signer, typed)
+    return signature
 
 
 def _probes(request: Request, chain_id: int, window: str | None) -> ProbesOut:

@@ -73,6 +73,7 @@ WINDOW_S = 3  # the short window: one phase of a scenario
 PHASE_S = WINDOW_S + 0.3  # a phase lasts at least this long, so a window holds only that phase
 MAX_PHASE_ROUNDS = 12  # bound on any phase's loop
 DELAY_S = 0.3
+RECOVERY_S = 2.0  # the ramp back after an exclusion, shorter than a phase
 WARMUP_BLOCKS = 8  # above the 3 confirmations, so block hashes are judged from the first round
 
 
@@ -87,7 +88,14 @@ def settings(database_url: str) -> Settings:
 def apply_hand_registry(
     engine: Engine, path: Path, operators: dict[str, str], probes: list[LocalAccount]
 ) -> None:
-    write_registry(path, operators, [a.address for a in probes], chain_id=CHAIN_ID)
+    # Recovery after an exclusion ramps over recovery_s (60 s by default): one short phase here.
+    write_registry(
+        path,
+        operators,
+        [a.address for a in probes],
+        chain_id=CHAIN_ID,
+        chain_options={"scoring": {"recovery_s": RECOVERY_S}},
+    )
     with session_scope(engine) as session:
         apply_registry(session, registry=load_registry(path))
 
@@ -277,6 +285,12 @@ async def _hung_scenario(
         assert all(r["correct"] for r in of(results, "hung"))  # same chain, same hashes
         assert max(r["latency_ms"] for r in results) < 100
 
+        # First the ramp (hysteresis after an exclusion), then its full weight.
+        after = scores(engine, settings, collector, as_of=time.time(), window=f"{WINDOW_S}s")
+        assert after["hung"]["status"] == "recovering" and after["hung"]["weight"] == 0
+        assert after["alpha"]["status"] == after["bravo"]["status"] == "ok"
+        await probes.phase(min_s=RECOVERY_S + 0.5)
+        await probes.deliver()
         after = scores(engine, settings, collector, as_of=time.time(), window=f"{WINDOW_S}s")
         assert {s["status"] for s in after.values()} == {"ok"}
         assert after["hung"]["availability"] == 1
@@ -312,13 +326,16 @@ def test_slow_operator_ranks_below_equally_fresh_fast_one(
                 )
                 rounds = asyncio.run(_slow_rounds(settings, tmp_path, accounts, n=4))
                 assert proxy.stats.dropped == 0
-                # Every call of every round to "slow" went through the proxy: 3 per round.
-                assert proxy.stats.forwarded == 3 * len(rounds)
+                # Every call of every round to "slow" went through the proxy: 3 per round
+                # (chain id, head, the confirmed block) and, in each probe's first round, the
+                # scheduled checks (syncing, an old block, logs) once.
+                assert proxy.stats.forwarded == 3 * len(rounds) + 3 * len(accounts)
         finally:
             driver.stop()
 
-    # A round waits for its slowest endpoint, three calls in a row.
-    assert all(3 * DELAY_S <= seconds < 3 * DELAY_S + 0.3 for _, seconds in rounds), rounds
+    # The checks run one after another, each waiting for the slow node: 3 delays a round, 6 in
+    # a probe's first (the scheduled checks run then too).
+    assert all(3 * DELAY_S <= seconds < 6 * DELAY_S + 0.3 for _, seconds in rounds), rounds
     results = results_of(engine, rounds)
     slow_latencies = [r["latency_ms"] for r in of(results, "slow")]
     fast_latencies = [r["latency_ms"] for r in of(results, "fast")]

@@ -289,7 +289,7 @@ def test_probes_in_namespaces_reach_operators_and_collector_across_interfaces(
             if response.status_code != 200:
                 return None
             weights = {w["operator_id"]: w["weight"] for w in response.json()["weights"]}
-            if set(weights) != {"alpha", "bravo", "charlie", "delta"}:
+            if set(weights) != {"alpha", "bravo", "charlie", "delta", "echo"}:
                 return None
             alpha_first = all(weights["alpha"] > weights[o] for o in weights if o != "alpha")
             return weights if alpha_first and weights["charlie"] == 0 else None

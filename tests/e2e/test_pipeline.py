@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import Engine, func, select
 
+from monitor import simnet
 from monitor.db.models import Batch, Result
 from monitor.db.session import session_scope
 from monitor.probe.agent import ProbeAgent
@@ -50,7 +51,8 @@ def test_pipeline_ranks_operators(
 
     with session_scope(engine) as session:
         assert session.scalar(select(func.count()).select_from(Batch)) == 3 * ROUNDS
-        assert session.scalar(select(func.count()).select_from(Result)) == 3 * ROUNDS * 4
+        operators = len(simnet.DEMO_OPERATORS)
+        assert session.scalar(select(func.count()).select_from(Result)) == 3 * ROUNDS * operators
     run_scoring(engine, settings)
 
     weights = httpx.get(f"{collector.url}/v1/weights", params={"chain_id": network.chain_id}).json()
@@ -58,6 +60,7 @@ def test_pipeline_ranks_operators(
     assert abs(sum(w["weight"] for w in weights["weights"]) - 1) < 1e-9
     by_operator = {w["operator_id"]: w["weight"] for w in weights["weights"]}
     assert by_operator["charlie"] == 0  # wrong fork
+    assert by_operator["echo"] == 0  # invented head
     assert by_operator["alpha"] > by_operator["bravo"] > 0  # lagging
     assert by_operator["alpha"] > by_operator["delta"] > 0  # slow
 
@@ -66,6 +69,9 @@ def test_pipeline_ranks_operators(
     charlie = by_operator_scores["charlie"]
     assert charlie["status"] == "excluded"
     assert "incorrect" in charlie["reasons"] and "wrong_hash" in charlie["reasons"]
+    echo = by_operator_scores["echo"]
+    assert echo["status"] == "excluded" and "head_missing" in echo["reasons"]
+    assert by_operator_scores["alpha"]["lag_blocks"] == 0  # echo's head never the reference
     assert by_operator_scores["bravo"]["lag_blocks"] >= 3
     assert by_operator_scores["delta"]["latency_p95_ms"] >= 300
     assert all(s["probes"] == 3 for s in scores["scores"])

@@ -231,7 +231,7 @@ def test_collector_restart_loses_and_duplicates_nothing(
         if response.status_code != 200:
             return None
         weights = {w["operator_id"]: w["weight"] for w in response.json()["weights"]}
-        if set(weights) != {"alpha", "bravo", "charlie", "delta"}:
+        if set(weights) != {"alpha", "bravo", "charlie", "delta", "echo"}:
             return None
         top = max(weights, key=lambda o: weights[o])
         return weights if top == "alpha" and weights["charlie"] == 0 else None
@@ -248,7 +248,9 @@ def test_collector_restart_loses_and_duplicates_nothing(
     time.sleep(OUTAGE_S)
     procs.check_alive()
     assert not responds(f"{api}/healthz")
-    assert all(outbox_counts(o)[0] >= OUTAGE_S / INTERVAL_S - 2 for o in outboxes), [
+    # A round against the demo network takes a little over a second (the slow operator answers
+    # each of four checks in 0.3 s), so with a 1 s interval every other tick is skipped.
+    assert all(outbox_counts(o)[0] >= int(OUTAGE_S / (2 * INTERVAL_S)) for o in outboxes), [
         outbox_counts(o) for o in outboxes
     ]
     outage_end = datetime.now(UTC)
@@ -320,6 +322,6 @@ def test_collector_restart_loses_and_duplicates_nothing(
         gaps = [(b.created_at - a.created_at).total_seconds() for a, b in itertools.pairwise(mine)]
         assert max(gaps) < 2.5 * INTERVAL_S, (address, gaps)
         late = [r for r in mine if outage_start <= r.created_at <= outage_end]
-        assert len(late) >= OUTAGE_S / INTERVAL_S - 2, (address, len(late))
+        assert len(late) >= int(OUTAGE_S / (2 * INTERVAL_S)), (address, len(late))
         # Made during the outage, so necessarily delivered after it, from the outbox.
         assert all(r.received_at >= outage_end - timedelta(seconds=0.5) for r in late), address

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -355,6 +355,21 @@ def test_batch_from_the_future(
     ahead = now_ms() + skew_ms // 3
     batch = sign_batch(probe, results_for(engine, ahead - 1_000), created_at_ms=ahead)
     assert_accepted(collector.url, encode(batch))
+
+
+def test_late_batch_from_an_outbox_is_counted_at_its_observation_times(
+    collector: ServerThread, engine: Engine, probe: LocalAccount
+) -> None:
+    created = now_ms() - 2 * 3_600_000  # signed two hours ago, delivered now
+    batch = sign_batch(probe, results_for(engine, created - 5_000), created_at_ms=created)
+    assert_accepted(collector.url, encode(batch))
+    with session_scope(engine) as session:
+        observed = {r.observed_at for r in session.scalars(select(Result))}
+        stored = session.scalars(select(Batch)).one()
+        received_at, created_at = stored.received_at, stored.created_at
+    assert observed == {datetime.fromtimestamp((created - 5_000) / 1000, UTC)}
+    assert created_at == datetime.fromtimestamp(created / 1000, UTC)
+    assert received_at - created_at > timedelta(hours=1, minutes=59)
 
 
 def test_unknown_or_mismatched_endpoint_is_422(

@@ -134,3 +134,48 @@ def test_when_honest_probes_agree_liars_move_nothing(data: st.DataObject) -> Non
         # Liars can neither exclude an honest endpoint nor include a broken one.
         assert honest_only[i].status == with_liars[i].status
         assert math.isclose(honest_only[i].score or 0.0, with_liars[i].score or 0.0)
+
+
+# --- the figures quoted in docs/scoring.md ------------------------------------------------------
+
+TARGETS = MAINNET
+# endpoint: (availability, p95 ms, lag blocks) as the honest probes' median sees it
+FLEET = {
+    "fast": (0.999, 80.0, 0.0),
+    "average": (0.995, 150.0, 0.0),
+    "slow": (0.99, 300.0, 1.0),
+    "late": (0.999, 100.0, 3.0),
+}
+
+
+def _fleet_score(a: float, p95: float, lag: float) -> float:
+    return score(EndpointStats(a, p95 / 2, p95, lag, 1.0, 90, 3))
+
+
+def worst_case_shift(d_availability: float, d_latency: float, d_lag: float) -> float:
+    """The largest weight change (in weight units) f liars of 2f+1 can cause in FLEET when the
+    honest probes' views of each endpoint spread by the given amounts around the median."""
+    mid = {k: _fleet_score(*v) for k, v in FLEET.items()}
+    lo = {
+        k: _fleet_score(max(0.0, a - d_availability), p * (1 + d_latency), g + d_lag)
+        for k, (a, p, g) in FLEET.items()
+    }
+    hi = {
+        k: _fleet_score(min(1.0, a + d_availability), p / (1 + d_latency), max(0.0, g - d_lag))
+        for k, (a, p, g) in FLEET.items()
+    }
+    w = weights(mid)
+    worst = 0.0
+    for k in FLEET:
+        others = [j for j in FLEET if j != k]
+        w_min = lo[k] / (lo[k] + sum(hi[j] for j in others))
+        w_max = hi[k] / (hi[k] + sum(lo[j] for j in others))
+        worst = max(worst, w[k] - w_min, w_max - w[k])
+    return worst
+
+
+def test_documented_figures() -> None:
+    assert worst_case_shift(0.0, 0.0, 0.0) == 0.0
+    assert round(worst_case_shift(0.002, 0.05, 0.0) * 100, 1) == 1.5
+    assert round(worst_case_shift(0.01, 0.10, 1.0) * 100, 1) == 16.4
+    assert round(worst_case_shift(0.01, 0.10, 0.0) * 100, 1) == 4.3

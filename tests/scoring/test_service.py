@@ -75,6 +75,13 @@ def test_a_lying_probe_is_outvoted_and_surfaced(
     assert all(score == 0.0 for address, score in outlier.items() if address != liar)
     assert next(p for p in probes if p["address"] == liar)["kinds"] == {"availability": 3}
 
+    # The same in Prometheus' format, for alerting.
+    metrics = httpx.get(f"{collector.url}/metrics")
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    line = f'monitor_probe_outlier_score{{chain_id="{network.chain_id}",probe="{liar}"}} 1.0'
+    assert line in metrics.text.splitlines()
+    assert "monitor_endpoint_weight{" in metrics.text
+
 
 def test_data_that_stops_coming_decays_then_is_stale(
     collector: ServerThread, network: Network, engine: Engine, settings: Settings

@@ -129,3 +129,17 @@ def test_doc_canonical_example_and_constants() -> None:
 @pytest.mark.parametrize("block", ["python", "json"])
 def test_doc_has_blocks(block: str) -> None:
     assert _blocks(block)
+
+
+# --- Signed weights -----------------------------------------------------------------------------
+
+
+def _weights_script() -> str:
+    (script,) = [b for b in _blocks("python") if b.startswith("# verify_weights.py")]
+    return script
+
+
+def test_documented_type_hash_is_the_real_one() -> None:
+    from monitor.signing.collector import WEIGHTS_TYPE_HASH
+
+    assert DOC.read_text().count(WEIGHTS_TYPE_HASH) == 2
