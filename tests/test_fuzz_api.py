@@ -46,8 +46,8 @@ from monitor.signing.eip712 import typed_data
 from tests.conftest import Network, row_counts
 
 # Examples per operation, drawn from all its strategies (positive, negative, aimed at what
-# exists); POST /v1/batches gets three times as many. About 14 s per database, ~30 s in all.
-EXAMPLES = 100
+# exists); POST /v1/batches gets three times as many. About 20 s per database, ~40 s in all.
+EXAMPLES = 60
 TIMEOUT_S = 10.0
 BATCHES = ("POST", "/v1/batches")
 # Operators of the demo registry, and a chain id the collector knows, for the strategies that

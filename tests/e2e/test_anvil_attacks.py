@@ -74,8 +74,8 @@ LIES = ("ahead", "phantom", "backwards", "syncing")
 AHEAD_BY = 1000
 PHANTOM_BY = 3
 BACKWARDS_BY = 12
-HONEST_ROUNDS = 3
-LYING_ROUNDS = 5
+HONEST_ROUNDS = 2
+LYING_ROUNDS = 4
 
 
 class LyingFront(ServerThread):
