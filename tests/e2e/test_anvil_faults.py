@@ -327,25 +327,30 @@ def test_slow_operator_ranks_below_equally_fresh_fast_one(
                 rounds = asyncio.run(_slow_rounds(settings, tmp_path, accounts, n=4))
                 assert proxy.stats.dropped == 0
                 # Every call of every round to "slow" went through the proxy: 3 per round
-                # (chain id, head, the confirmed block) and, in each probe's first round, the
-                # scheduled checks (syncing, an old block, logs) once.
-                assert proxy.stats.forwarded == 3 * len(rounds) + 3 * len(accounts)
+                # (chain id, head, the confirmed block), in each probe's first round the
+                # scheduled checks (syncing, an old block, logs) once, and its head block when a
+                # block landed between the two heads and it was the one ahead.
+                expected = 3 * len(rounds) + 3 * len(accounts)
+                assert expected <= proxy.stats.forwarded <= expected + len(rounds)
         finally:
             driver.stop()
 
     # The checks run one after another, each waiting for the slow node: 3 delays a round, 6 in
-    # a probe's first (the scheduled checks run then too).
-    assert all(3 * DELAY_S <= seconds < 6 * DELAY_S + 0.3 for _, seconds in rounds), rounds
+    # a probe's first (the scheduled checks run then too), one more when a block lands between
+    # the two heads and the slow node is the one ahead (head_exists asks it for its block).
+    assert all(3 * DELAY_S <= seconds < 7 * DELAY_S + 0.3 for _, seconds in rounds), rounds
     results = results_of(engine, rounds)
     slow_latencies = [r["latency_ms"] for r in of(results, "slow")]
     fast_latencies = [r["latency_ms"] for r in of(results, "fast")]
     assert len(slow_latencies) == len(fast_latencies) == len(rounds)
     low, high = 0.9 * DELAY_S * 1000, 1.1 * DELAY_S * 1000  # within 10 % of the delay
     # Never under the delay (it is slept before forwarding); over it by the node's millisecond
-    # and the proxy's hop. One sample in ten may be a scheduling hiccup of the host (seen: one
-    # 351 ms in 12 on a shared 2-core machine), which is not what is under test.
+    # and the proxy's hop. The median is within 10 %; single samples may carry a scheduling
+    # hiccup of the host (seen: 3 of 12 at 331-351 ms on a shared 2-core machine during a full
+    # CI run), which is not what is under test: the probe measures the delay, not the host.
     assert min(slow_latencies) >= low, slow_latencies
-    assert sum(low <= ms <= high for ms in slow_latencies) >= 0.9 * len(slow_latencies), (
+    assert low <= statistics.median(slow_latencies) <= high, slow_latencies
+    assert sum(low <= ms <= 1.25 * high for ms in slow_latencies) >= 0.9 * len(slow_latencies), (
         slow_latencies
     )
     assert statistics.median(fast_latencies) < 30 and max(fast_latencies) < 100, fast_latencies
