@@ -163,6 +163,8 @@ def run_demo(*, workdir: Path, duration_s: float | None = None, check: bool = Fa
     env = {
         **os.environ,
         "MONITOR_DATABASE_URL": database_url,
+        # The collector's signing key lives with the demo's other keys, not in the checkout.
+        "MONITOR_SERVICE_KEY_FILE": str(workdir.resolve() / "collector.key"),
         "MONITOR_SCORING_INTERVAL_S": "2",
         "MONITOR_INTERVAL_S": "2",
     }

@@ -356,7 +356,9 @@ def test_scores_weights_and_statuses_after_scoring(
         assert s["endpoint"] == network.sim.url
         expected = (0, 0) if s["operator_id"] == "echo" else (9, 3)  # no results for echo
         assert (s["samples"], s["probes"]) == expected
-    assert by_operator["echo"]["reasons"] == ["insufficient_probes"]
+    # No result in the window: too few probes and too few samples, never a last good score.
+    assert by_operator["echo"]["reasons"] == ["insufficient_probes", "insufficient_samples"]
+    assert by_operator["echo"]["score"] is None
     assert by_operator["charlie"]["status"] == "excluded"
     assert {"incorrect", "wrong_hash"} <= set(by_operator["charlie"]["reasons"])
     assert by_operator["charlie"]["weight"] == 0 and by_operator["charlie"]["weight_bps"] == 0

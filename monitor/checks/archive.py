@@ -2,24 +2,32 @@
 at a configured old block, compared across the chain's archive endpoints by majority.
 
 Only endpoints marked ``archive: true`` in the registry are asked, so full nodes that pruned the
-block are not punished for it. An archive endpoint that answers a JSON-RPC error (typically
-"missing trie node") is counted unavailable for that round, like any error answer: it claims to
-serve history and does not. A differing answer is ``wrong_state``. Runs every 5 minutes by default
-(state at an old block is costly for the operator); only for chains that configure it.
+block are not punished for it. A differing answer is ``wrong_state``. An archive endpoint that
+answers a JSON-RPC error (typically "missing trie node") while a quorum of the others answered
+alike is unavailable for that round: it claims to serve history and does not, which is not a lie
+(``logs.judge_errors``). Runs every 5 minutes by default (state at an old block is costly for the
+operator); only for chains that configure it.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field
 
-from monitor.checks.base import ChainRound, Observation, ScheduledConfig, for_each, vote
-from monitor.checks.block_hash import confirmed_height
-from monitor.checks.logs import Address, hex_data
-from monitor.exceptions import RpcMalformed
+from monitor.checks.base import ChainRound, Observation, ScheduledConfig
+from monitor.checks.logs import Address, judge_errors, settled_height, word
 
-Slot = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{1,64}$")]
+
+def _slot(value: str) -> str:
+    """A storage slot as 32 bytes of lower-case hex, the form every client accepts."""
+    digits = value[2:] if value.startswith("0x") else ""
+    if not 1 <= len(digits) <= 64 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        raise ValueError("not a storage slot (0x followed by 1 to 64 hex digits)")
+    return "0x" + digits.lower().rjust(64, "0")
+
+
+Slot = Annotated[str, AfterValidator(_slot)]
 
 
 class Config(ScheduledConfig):
@@ -30,33 +38,22 @@ class Config(ScheduledConfig):
 
 
 async def check(round_: ChainRound, config: Config) -> None:
-    confirmed = confirmed_height(round_)
+    confirmed = settled_height(round_)
     if confirmed is None or config.block > confirmed:
-        return
+        return  # not settled yet (a block configured ahead of the chain): nothing to compare
     block = hex(config.block)
-    answers: dict[int, tuple[int, str | None]] = {}
 
-    async def one(obs: Observation) -> None:
-        if not obs.target.archive:
-            return
-        balance, _ = await round_.call(obs, "eth_getBalance", [config.address, block])
+    async def ask(obs: Observation) -> tuple[int, int | None] | None:
+        if not obs.target.archive or obs.head is None or obs.head < config.block:
+            return None
+        raw_balance, _ = await round_.call(obs, "eth_getBalance", [config.address, block])
+        balance = word(raw_balance, "eth_getBalance")
         storage = None
         if config.storage_slot is not None:
             raw, _ = await round_.call(
                 obs, "eth_getStorageAt", [config.address, config.storage_slot, block]
             )
-            storage = hex_data(raw, "eth_getStorageAt")
-        answers[obs.target.endpoint_id] = (_quantity(balance), storage)
+            storage = word(raw, "eth_getStorageAt")
+        return balance, storage
 
-    await for_each(round_, one)
-    vote(round_, answers, "wrong_state")
-
-
-def _quantity(value: object) -> int:
-    # A balance can exceed 2**63 - 1 (parse_quantity's limit for heights): any 256-bit quantity.
-    if not isinstance(value, str) or not value.startswith("0x") or len(value) > 66:
-        raise RpcMalformed("eth_getBalance: expected a hex quantity")
-    try:
-        return int(value, 16)
-    except ValueError:
-        raise RpcMalformed("eth_getBalance: expected a hex quantity") from None
+    await judge_errors(round_, ask, "wrong_state")

@@ -4,38 +4,39 @@ Catches endpoints that execute calls wrongly or serve another state (a broken cl
 answering from a cache of another chain or block). The call is ``{to, data}`` at the confirmed
 height, so every endpoint answers from the same settled state; the answer must be hex data and a
 differing one is ``wrong_call``. Choose a pure view function whose answer changes rarely (a token's
-``totalSupply()``, a registry's ``owner()``). Every minute by default; only for chains that
-configure it.
+``totalSupply()``, a registry's ``owner()``). A call that reverts everywhere judges nobody
+(``logs.judge_errors``). Every minute by default; only for chains that configure it.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
-from monitor.checks.base import ChainRound, Observation, ScheduledConfig, for_each, vote
-from monitor.checks.block_hash import confirmed_height
-from monitor.checks.logs import Address, HexData, hex_data
+from monitor.checks.base import ChainRound, Observation, ScheduledConfig
+from monitor.checks.logs import Address, HexData, hex_data, judge_errors, settled_height
+
+MAX_RESULT_BYTES = 64 * 1024  # a canary answers a few words; the response cap bounds it anyway
 
 
 class Config(ScheduledConfig):
+    every_s: float = Field(60.0, ge=0, le=86_400)
     to: Address
     data: HexData = "0x"
-    every_s: float = Field(60.0, ge=0, le=86_400)
+    block: Literal["confirmed"] = "confirmed"  # the check height; the only choice for now
 
 
 async def check(round_: ChainRound, config: Config) -> None:
-    height = confirmed_height(round_)
+    height = settled_height(round_)
     if height is None:
         return
-    answers: dict[int, str] = {}
+    request = {"to": config.to, "data": config.data}
 
-    async def one(obs: Observation) -> None:
+    async def ask(obs: Observation) -> str | None:
         if obs.head is None or obs.head < height:
-            return
-        result, _ = await round_.call(
-            obs, "eth_call", [{"to": config.to, "data": config.data}, hex(height)]
-        )
-        answers[obs.target.endpoint_id] = hex_data(result, "eth_call")
+            return None
+        result, _ = await round_.call(obs, "eth_call", [request, hex(height)])
+        return hex_data(result, "eth_call", max_bytes=MAX_RESULT_BYTES)
 
-    await for_each(round_, one)
-    vote(round_, answers, "wrong_call")
+    await judge_errors(round_, ask, "wrong_call")

@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from monitor import __version__
-from monitor.signing.collector import COLLECTOR_DOMAIN, WEIGHTS_TYPE_HASH, WEIGHTS_TYPES
-from monitor.signing.eip712 import EIP712_DOMAIN_TYPE
+from monitor.signing.collector import COLLECTOR_DOMAIN, published_types, type_hashes
 
 router = APIRouter(tags=["identity"])
 
 
 class Eip712(BaseModel):
     domain: dict[str, str]
+    # EIP712Domain and every type signed in the domain. Build a message from EIP712Domain, its
+    # primary type and the types that one references (docs/signing.md): eth-account refuses a
+    # types map with more than one primary type, and later versions add more (attestations).
     types: dict[str, list[dict[str, str]]]
-    type_hashes: dict[str, str]  # primary type -> keccak256(encodeType), for ecrecover verifiers
+    type_hashes: dict[str, str] = Field(
+        description="primary type -> keccak256(encodeType), for on-chain (ecrecover) verifiers"
+    )
 
 
 class IdentityOut(BaseModel):
-    address: str  # the collector's signing address (EIP-55)
+    address: str = Field(description="the collector's signing address (EIP-55)")
     eip712: Eip712
-    version: str
+    version: str = Field(description="the collector's software version")
 
 
 @router.get(
@@ -33,9 +37,7 @@ async def identity(request: Request) -> IdentityOut:
     return IdentityOut(
         address=request.app.state.service_account.address,
         eip712=Eip712(
-            domain=dict(COLLECTOR_DOMAIN),
-            types={"EIP712Domain": EIP712_DOMAIN_TYPE, **WEIGHTS_TYPES},
-            type_hashes={"Weights": WEIGHTS_TYPE_HASH},
+            domain=dict(COLLECTOR_DOMAIN), types=published_types(), type_hashes=type_hashes()
         ),
         version=__version__,
     )

@@ -127,6 +127,9 @@ class EndpointStats:
     # error kind -> number of probes whose newest check carried it (e.g. "syncing": 2)
     latest_errors: Mapping[str, int] = field(default_factory=dict)
     age_s: float | None = None  # median over probes of the age of their newest check
+    # Each probe's age of its newest check, ascending (freshest probe first): the policy reads
+    # how long ago its ``min_probes`` freshest probes reported (staleness). Empty: use age_s.
+    ages_s: Sequence[float] = ()
 
     def __post_init__(self) -> None:
         _check_fraction("availability", self.availability)
@@ -137,6 +140,10 @@ class EndpointStats:
         if self.samples < 0 or self.probes < 0:
             raise ValueError("samples and probes must be >= 0")
         _check_non_negative("age_s", self.age_s)
+        ages = tuple(sorted(float(x) for x in self.ages_s))
+        for x in ages:
+            _check_non_negative("ages_s", x)
+        object.__setattr__(self, "ages_s", ages)
         object.__setattr__(self, "errors", _frozen_errors(self.errors))
         object.__setattr__(self, "latest_errors", _frozen_errors(self.latest_errors))
 
@@ -171,9 +178,9 @@ def median(values: Iterable[float]) -> float:
     return percentile(values, 50)
 
 
-def _median_or_none(values: Iterable[float | None]) -> float | None:
+def _median_or_none(values: Iterable[float | None], *, needed: int = 1) -> float | None:
     present = [v for v in values if v is not None]
-    return median(present) if present else None
+    return median(present) if present and len(present) >= needed else None
 
 
 def per_probe(samples: ProbeSamples) -> ProbeStats:
@@ -202,8 +209,11 @@ def across_probes(
 ) -> EndpointStats:
     """Combine the probes' statistics of one endpoint.
 
-    Each value is the median over the probes that measured it (None ignored; None if none did):
-    with 2f+1 probes of which f+1 are honest, the median stays within the honest probes' range.
+    Each value is the median over the probes that measured it (None ignored), and exists only
+    when a strict majority of the probes that sent samples measured it: with 2f+1 probes of which
+    f+1 are honest, the median stays within the honest probes' range, and a quantity the honest
+    probes could not measure (correctness when no vote reached its quorum) is unknown, not the
+    liars' to decide.
     ``errors`` is either one mapping (already summed) or one mapping per probe; counts are summed.
     """
     per_kind: dict[str, int] = {}
@@ -211,21 +221,29 @@ def across_probes(
     for source in sources:
         for kind, count in source.items():
             per_kind[kind] = per_kind.get(kind, 0) + count
+    ages = [p.age_s for p in stats if p.age_s is not None and p.samples > 0]
+    sampling = [p for p in stats if p.samples > 0]
+    needed = len(sampling) // 2 + 1
+
+    def combined(values: Iterable[float | None]) -> float | None:
+        return _median_or_none(values, needed=needed)
+
     latest: dict[str, int] = {}
     for p in stats:
         if p.latest_error is not None and p.samples > 0:
             latest[p.latest_error] = latest.get(p.latest_error, 0) + 1
     return EndpointStats(
-        availability=_median_or_none(p.availability for p in stats),
-        latency_p50_ms=_median_or_none(p.latency_p50_ms for p in stats),
-        latency_p95_ms=_median_or_none(p.latency_p95_ms for p in stats),
-        lag_blocks=_median_or_none(p.lag_blocks for p in stats),
-        correctness=_median_or_none(p.correctness for p in stats),
+        availability=combined(p.availability for p in sampling),
+        latency_p50_ms=combined(p.latency_p50_ms for p in sampling),
+        latency_p95_ms=combined(p.latency_p95_ms for p in sampling),
+        lag_blocks=combined(p.lag_blocks for p in sampling),
+        correctness=combined(p.correctness for p in sampling),
         samples=sum(p.samples for p in stats),
-        probes=sum(1 for p in stats if p.samples > 0),
+        probes=len(sampling),
         errors=per_kind,
         latest_errors=latest,
-        age_s=_median_or_none(p.age_s for p in stats),
+        age_s=_median_or_none(ages),
+        ages_s=ages,
     )
 
 

@@ -8,12 +8,21 @@ consensus (the medians): a probe disagrees on an endpoint when, on a quantity bo
 
 * availability differs by more than 0.1 (absolute),
 * correctness differs by more than 0.1,
-* latency p95 is more than ``max(3 x consensus, consensus + 500 ms)`` or less than a third of it
-  (wide on purpose: a probe on another continent legitimately sees 100-200 ms more),
+* latency p95 is off by more than a factor 3 *and* by more than 500 ms, either way: above
+  ``max(3 x consensus, consensus + 500 ms)`` or below ``min(consensus / 3, consensus - 500 ms)``
+  (wide on purpose: a probe on another continent legitimately sees 100-200 ms more, or, when the
+  other probes are far away, 100-200 ms less),
 * lag differs by more than the chain's SLA max lag (blocks).
 
 ``score = disagreements / endpoints judged``: 0 for a probe that sees what the others see, near 1
 for one that reports every endpoint down, perfect, or slow. None when it judged nothing.
+
+Only endpoints that at least ``MIN_PROBES_TO_JUDGE`` probes measured (with at least one sample)
+are judged, for every probe: with one or two probes there is no majority to disagree with (of two
+probes that differ, either may be the wrong one), so such endpoints count for no one's score,
+neither as judged nor as disagreed on. A probe with no sample of an endpoint is not judged on it.
+A quantity only some probes measured is compared only for those; a quantity that only liars
+measured is their own median and goes unnoticed here (docs/scoring.md, "Threat model and bounds").
 """
 
 from __future__ import annotations
@@ -43,8 +52,11 @@ class ProbeOutlier:
 
 
 def _latency_differs(mine: float, consensus: float) -> bool:
+    # Symmetric: off by more than the factor *and* the slack. A ratio alone would flag the one
+    # probe near a fast endpoint whose other probes are a continent away (15 ms vs 180 ms).
     high = max(LATENCY_FACTOR * consensus, consensus + LATENCY_SLACK_MS)
-    return mine > high or mine < consensus / LATENCY_FACTOR
+    low = min(consensus / LATENCY_FACTOR, consensus - LATENCY_SLACK_MS)
+    return mine > high or mine < low
 
 
 def disagrees(probe: ProbeStats, consensus: EndpointStats, targets: ChainTargets) -> list[str]:

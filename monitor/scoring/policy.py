@@ -38,6 +38,7 @@ __all__ = [
     "Previous",
     "Score",
     "basis_points",
+    "data_age",
     "explain",
     "score_endpoint",
     "weights",
@@ -51,7 +52,8 @@ BASIS_POINTS = 10_000
 # Exclusion reasons (status "excluded"). Too little evidence: score None, no hysteresis.
 INSUFFICIENT_PROBES = "insufficient_probes"  # fewer probes than Policy.min_probes
 INSUFFICIENT_SAMPLES = "insufficient_samples"  # fewer checks than Policy.min_samples (or none)
-STALE_DATA = "stale_data"  # no probe reported it for more than 2 x Policy.stale_after_s
+# data_age (by default: since any probe last reported it) above 2 x Policy.stale_after_s
+STALE_DATA = "stale_data"
 # Evidence against the endpoint: score 0.0, and it must clear with a margin to come back.
 INCORRECT = "incorrect"  # correctness below Policy.min_correctness
 UNAVAILABLE = "unavailable"  # availability below Policy.min_availability
@@ -122,7 +124,7 @@ class Policy:
     recent_lag_checks: int = 3
     # The exponents of the factors (the chain's preset and weights).
     factor_weights: FactorWeights = field(default_factory=FactorWeights)
-    # Data older than this starts to decay; twice as old is "stale_data" (excluded).
+    # Data (data_age) older than this starts to decay; twice as old is "stale_data" (excluded).
     stale_after_s: float = 60.0
     # After an exclusion for cause ends, the score ramps from 0 to full over this long.
     recovery_s: float = 60.0
@@ -191,6 +193,20 @@ class Score:
     status: Literal["ok", "recovering", "excluded"] = "ok"
     reasons: tuple[str, ...] = ()
     exponents: dict[str, float] = field(default_factory=dict)  # factor name -> its weight
+    # How long ago the policy's min_probes freshest probes reported it (:func:`data_age`).
+    age_s: float | None = None
+
+
+def data_age(stats: EndpointStats, policy: Policy) -> float | None:
+    """How old the endpoint's data is, for staleness: the age of the newest check of its
+    ``min_probes``-th freshest probe (at least the first). With the default ``min_probes = 1``
+    that is the age of the newest sample of the endpoint, whichever probe sent it; with
+    ``min_probes = f + 1`` of ``2f + 1`` probes, f probes can neither keep a silent endpoint
+    fresh nor, by going silent, make it stale."""
+    if not stats.ages_s:
+        return stats.age_s
+    k = min(max(policy.min_probes, 1), len(stats.ages_s))
+    return stats.ages_s[k - 1]
 
 
 def _freshness(age_s: float | None, policy: Policy) -> float:
@@ -210,7 +226,7 @@ def _factors(stats: EndpointStats, targets: ChainTargets, policy: Policy) -> dic
         "latency": 1.0 if p95 is None else ref / (ref + p95),
         "lag": 1.0 if lag is None else 0.5 ** (lag / targets.max_lag_blocks),
         "correctness": 1.0 if c is None else c,
-        "freshness": _freshness(stats.age_s, policy),
+        "freshness": _freshness(data_age(stats, policy), policy),
     }
 
 
@@ -249,22 +265,34 @@ def score_endpoint(stats: EndpointStats, targets: ChainTargets, policy: Policy) 
     exponents = _exponents(policy)
     informative = _error_reasons(stats.errors)
 
+    age_s = data_age(stats, policy)
+
     def excluded(score: float | None, *reasons: str) -> Score:
         return Score(
-            stats, lag_seconds, factors, score, "excluded", (*reasons, *informative), exponents
+            stats,
+            lag_seconds,
+            factors,
+            score,
+            "excluded",
+            (*reasons, *informative),
+            exponents,
+            age_s,
         )
 
+    lacking: list[str] = []
     if stats.probes < policy.min_probes:
-        return excluded(None, INSUFFICIENT_PROBES)
+        lacking.append(INSUFFICIENT_PROBES)
     if stats.samples < policy.min_samples or stats.availability is None:
-        return excluded(None, INSUFFICIENT_SAMPLES)
+        lacking.append(INSUFFICIENT_SAMPLES)  # also: no sample at all in the window
+    if lacking:
+        return excluded(None, *lacking)
     if factors["freshness"] == 0.0:
         return excluded(None, STALE_DATA)
     causes = _causes(stats, targets, policy)
     if causes:
         return excluded(0.0, *causes)
     score = math.prod(f ** exponents[name] for name, f in factors.items())
-    return Score(stats, lag_seconds, factors, score, "ok", informative, exponents)
+    return Score(stats, lag_seconds, factors, score, "ok", informative, exponents, age_s)
 
 
 def explain(score: Score) -> dict[str, dict[str, float | None]]:
@@ -277,7 +305,7 @@ def explain(score: Score) -> dict[str, dict[str, float | None]]:
         "latency": stats.latency_p95_ms,
         "lag": stats.lag_blocks,
         "correctness": stats.correctness,
-        "freshness": stats.age_s,
+        "freshness": score.age_s if score.age_s is not None else stats.age_s,
     }
     logs: dict[str, float] = {}
     for name, f in score.factors.items():

@@ -3,8 +3,11 @@
 A second domain, ``{"name": "monitor-collector", "version": "1"}``, separate from the probes'
 ``monitor-probe``: a signature made for one can never be replayed as the other. Like the probes'
 domain it has no ``chainId`` or ``verifyingContract``: the weights are not bound to one chain's
-contract, and the chain they are for is in the message. Attestations (issue 5) will be another
-primary type in this domain. The layout is specified in docs/signing.md ("Signed weights").
+contract, and the chain they are for is in the message.
+
+Every primary type signed in this domain is listed in :data:`SIGNED_TYPES` with the struct types
+it references; ``GET /v1/identity`` publishes them all. Attestations (issue 5) will be another
+entry there. The layout is specified in docs/signing.md ("Signed weights").
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ from monitor.signing.keys import generate_key, load_key
 
 log = logging.getLogger("monitor.signing")
 
+Types = dict[str, list[dict[str, str]]]
+
 COLLECTOR_DOMAIN: dict[str, str] = {"name": "monitor-collector", "version": "1"}
 
-WEIGHTS_TYPES: dict[str, list[dict[str, str]]] = {
+WEIGHTS_TYPES: Types = {
     "Weights": [
         {"name": "chainId", "type": "uint64"},
         {"name": "window", "type": "string"},
@@ -39,31 +44,69 @@ WEIGHTS_TYPES: dict[str, list[dict[str, str]]] = {
     ],
 }
 
+# Primary type -> the types a message of it needs (itself and what it references). eth-account
+# derives the primary type from the ``types`` it is given and refuses a map with two roots, so a
+# message is always built from its own entry, never from the union published at /v1/identity.
+SIGNED_TYPES: dict[str, Types] = {"Weights": WEIGHTS_TYPES}
 
-def encode_type(primary: str, types: dict[str, list[dict[str, str]]]) -> str:
-    """EIP-712 ``encodeType``: the primary type, then referenced struct types by name."""
+
+def encode_type(primary: str, types: Types) -> str:
+    """EIP-712 ``encodeType``: the primary type, then every struct type it references
+    (transitively), sorted by name."""
 
     def one(name: str) -> str:
         return f"{name}(" + ",".join(f"{f['type']} {f['name']}" for f in types[name]) + ")"
 
-    referenced = sorted(
-        {f["type"].removesuffix("[]") for f in types[primary]} & (set(types) - {primary})
-    )
-    return one(primary) + "".join(one(name) for name in referenced)
+    seen: set[str] = set()
+    todo = [primary]
+    while todo:
+        name = todo.pop()
+        for field in types[name]:
+            ref = field["type"].split("[", 1)[0]
+            if ref in types and ref != primary and ref not in seen:
+                seen.add(ref)
+                todo.append(ref)
+    return one(primary) + "".join(one(name) for name in sorted(seen))
 
 
-WEIGHTS_TYPE_HASH = "0x" + keccak(text=encode_type("Weights", WEIGHTS_TYPES)).hex()
+def type_hash(primary: str) -> str:
+    """``keccak256(encodeType(primary))``, ``0x`` hex: what a Solidity verifier hard-codes."""
+    return "0x" + keccak(text=encode_type(primary, SIGNED_TYPES[primary])).hex()
+
+
+def published_types() -> Types:
+    """Every type the collector signs with, plus ``EIP712Domain``: for ``GET /v1/identity``."""
+    types: Types = {"EIP712Domain": EIP712_DOMAIN_TYPE}
+    for own in SIGNED_TYPES.values():
+        types.update(own)
+    return types
+
+
+def type_hashes() -> dict[str, str]:
+    return {primary: type_hash(primary) for primary in SIGNED_TYPES}
+
+
+WEIGHTS_TYPE_HASH = type_hash("Weights")
+
+
+def _full_message(primary: str, message: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, **SIGNED_TYPES[primary]},
+        "primaryType": primary,
+        "domain": dict(COLLECTOR_DOMAIN),
+        "message": message,
+    }
 
 
 def weights_typed_data(
     *, chain_id: int, window: str, as_of_ms: int, weights: Sequence[tuple[int, str, int]]
 ) -> dict[str, Any]:
-    """The ``full_message`` for eth-account: ``weights`` as (endpoint id, operator id, bps)."""
-    return {
-        "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, **WEIGHTS_TYPES},
-        "primaryType": "Weights",
-        "domain": dict(COLLECTOR_DOMAIN),
-        "message": {
+    """The ``full_message`` for eth-account: ``weights`` as (endpoint id, operator id, bps), in
+    the order of the response (endpoint id ascending). Only integers and strings: the float
+    ``weight`` of the response is informative and not signed."""
+    return _full_message(
+        "Weights",
+        {
             "chainId": chain_id,
             "window": window,
             "asOf": as_of_ms,
@@ -71,10 +114,11 @@ def weights_typed_data(
                 {"endpointId": e, "operatorId": o, "weightBps": bps} for e, o, bps in weights
             ],
         },
-    }
+    )
 
 
 def sign_typed(account: LocalAccount, full_message: dict[str, Any]) -> str:
+    """``0x`` + 130 hex digits; deterministic (RFC 6979), low-s, ``v`` in {27, 28}."""
     return _sign(account, full_message)
 
 
@@ -83,13 +127,43 @@ def recover_signer(full_message: dict[str, Any], signature: str) -> str:
     return _recover(encode_typed_data(full_message=full_message), signature)
 
 
+def sign_weights(
+    account: LocalAccount,
+    *,
+    chain_id: int,
+    window: str,
+    as_of_ms: int,
+    weights: Sequence[tuple[int, str, int]],
+) -> str:
+    typed = weights_typed_data(chain_id=chain_id, window=window, as_of_ms=as_of_ms, weights=weights)
+    return sign_typed(account, typed)
+
+
+def recover_weights_signer(
+    signature: str,
+    *,
+    chain_id: int,
+    window: str,
+    as_of_ms: int,
+    weights: Sequence[tuple[int, str, int]],
+) -> str:
+    """Who signed these weights. Any change (a bps moved, an entry reordered or dropped, another
+    run or window) recovers another address: compare it with the pinned collector address."""
+    typed = weights_typed_data(chain_id=chain_id, window=window, as_of_ms=as_of_ms, weights=weights)
+    return recover_signer(typed, signature)
+
+
 def service_account(path: Path) -> LocalAccount:
-    """The collector's key at ``path``, created (0600) on first start.
+    """The collector's key at ``path``, created (0600) on first start; its address is logged.
 
     Creating it is safe: the address is what routers and auditors pin, and it is published at
-    ``GET /v1/identity``; a new key is a visible change of identity, never a silent one.
+    ``GET /v1/identity``; a new key is a visible change of identity, never a silent one. A file
+    that exists but is not a key is an error (ConfigError), never replaced.
     """
-    if not Path(path).exists():
-        address = generate_key(Path(path))
+    path = Path(path)
+    if not path.exists():
+        address = generate_key(path)
         log.warning("created the collector's signing key %s: address %s", path, address)
-    return load_key(Path(path))
+    account = load_key(path)
+    log.info("collector signing address %s (key %s)", account.address, path)
+    return account

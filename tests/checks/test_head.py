@@ -10,7 +10,8 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from monitor.checks.base import CheckFn
+from monitor.checks.base import ChainMemory, Check
 from monitor.checks.registry import CHECKS
 from monitor.ingest.schemas import INCORRECT_ERRORS, ProbeResult
 from monitor.probe.rounds import run_chain
@@ -58,24 +59,27 @@ class Node:
     hang: bool = False  # never answer (until the server is released)
     block: str = "good"  # good | null | wrong_number | bad_hash | newline_hash
     phantom: bool = False  # has no block above the real chain height (with head_lead: invents)
-    syncing: str = "false"  # false | behind (100 blocks behind) | garbage | unsupported
+    syncing: str = "false"  # false | behind (100 blocks) | close (1 block) | garbage | unsupported
     frozen: bool = False  # its head stays where the chain was when the nodes started
     history: str = "good"  # good | rewritten (other hashes below the height the net started at)
+    backwards_by: int = 0  # from its second eth_blockNumber on, this many blocks below the chain
 
 
 class FakeNodes(ServerThread):
-    """``POST /{name}`` for each node in ``nodes``."""
+    """``POST /{name}`` for each node in ``nodes``; ``calls`` counts requests by (name, method)."""
 
     def __init__(self, chain: SimChain, nodes: Mapping[str, Node]) -> None:
         self.chain = chain
         self.nodes = dict(nodes)
         self.release = threading.Event()
         self.history_from = chain.height()  # a "rewritten" node differs below this height
+        self.calls: Counter[tuple[str, str]] = Counter()
         app = Starlette(routes=[Route("/{name}", self._rpc, methods=["POST"])])
         super().__init__(app, name="fake-nodes")
 
     async def _rpc(self, request: Request) -> Response:
-        node = self.nodes.get(request.path_params["name"])
+        name = request.path_params["name"]
+        node = self.nodes.get(name)
         if node is None:
             return PlainTextResponse("unknown node", status_code=404)
         payload = json.loads(await request.body())
@@ -84,7 +88,10 @@ class FakeNodes(ServerThread):
             while not self.release.is_set() and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
         method, params = payload["method"], payload.get("params", [])
+        self.calls[name, method] += 1
         chain_head = (self.history_from if node.frozen else self.chain.height()) + node.head_lead
+        if self.calls[name, "eth_blockNumber"] >= 2:
+            chain_head -= node.backwards_by
         result: Any
         if method == "eth_chainId":
             result = hex(self.chain.chain_id + node.chain_id_offset)
@@ -96,6 +103,7 @@ class FakeNodes(ServerThread):
             statuses = {
                 "false": False,
                 "behind": {"startingBlock": "0x0", "currentBlock": "0x1", "highestBlock": "0x65"},
+                "close": {"startingBlock": "0x0", "currentBlock": "0x64", "highestBlock": "0x65"},
                 "garbage": "yes",
             }
             result = statuses[node.syncing]
@@ -167,22 +175,51 @@ def checks_network(nodes: Mapping[str, Node], *, wait_blocks: int = 0) -> Iterat
         yield ChecksNet(sim, fake, chain, start_height)
 
 
-async def _run(target: ChainTarget, checks: Mapping[str, CheckFn], timeout_s: float) -> Any:
-    async with httpx.AsyncClient(timeout=30.0) as client:
-        rpc = RpcClient(client, timeout_s=timeout_s, max_response_bytes=1024 * 1024)
-        return await run_chain(target, rpc=rpc, semaphore=asyncio.Semaphore(16), checks=checks)
-
-
 def run_checks(
     target: ChainTarget,
-    checks: Mapping[str, CheckFn] = CHECKS,
+    checks: Mapping[str, Check] = CHECKS,
     *,
     timeout_s: float = TIMEOUT_S,
 ) -> dict[str, ProbeResult]:
     """One round of ``target`` through ``checks``; results by operator id, in endpoint order."""
-    results: list[ProbeResult] = asyncio.run(_run(target, checks, timeout_s))
-    assert [r.endpoint_id for r in results] == [e.endpoint_id for e in target.endpoints]
-    return {r.operator_id: r for r in results}
+    return run_rounds([target], checks, timeout_s=timeout_s)[0]
+
+
+def run_rounds(
+    targets: Sequence[ChainTarget],
+    checks: Mapping[str, Check] = CHECKS,
+    *,
+    pause_s: float = 0.0,
+    memory: ChainMemory | None = None,
+    timeout_s: float = TIMEOUT_S,
+) -> list[dict[str, ProbeResult]]:
+    """One round per target, ``pause_s`` apart, sharing one ``memory`` as the probe does: the
+    same chain in successive rounds (a target may differ from the one before, as a registry
+    change would make it). Results by operator id, per round."""
+    memory = memory if memory is not None else ChainMemory()
+
+    async def run() -> list[list[ProbeResult]]:
+        out = []
+        async with httpx.AsyncClient(timeout=30.0) as client:
+            rpc = RpcClient(client, timeout_s=timeout_s, max_response_bytes=1024 * 1024)
+            for i, target in enumerate(targets):
+                if i and pause_s:
+                    await asyncio.sleep(pause_s)
+                out.append(
+                    await run_chain(
+                        target,
+                        rpc=rpc,
+                        semaphore=asyncio.Semaphore(16),
+                        checks=checks,
+                        memory=memory,
+                    )
+                )
+        return out
+
+    rounds = asyncio.run(run())
+    for target, results in zip(targets, rounds, strict=True):
+        assert [r.endpoint_id for r in results] == [e.endpoint_id for e in target.endpoints]
+    return [{r.operator_id: r for r in results} for results in rounds]
 
 
 def assert_consistent(r: ProbeResult, target: ChainTarget) -> None:
@@ -209,6 +246,7 @@ FAKE_NODES = {
     "liar-b": Node(head_lead=LEAD),
     "huge-liar": Node(head_lead=2**64),
     "hung": Node(hang=True),
+    "backwards": Node(backwards_by=12),
 }
 MIX = (
     "healthy-a",
@@ -251,12 +289,14 @@ def test_reference_head_is_the_honest_head(mix: Any) -> None:
 
 
 def test_liar_far_ahead_is_head_ahead(mix: Any) -> None:
-    _, results, _, after, _ = mix
+    _, results, before, after, _ = mix
     liar = results["liar"]
     assert liar.ok is True
     assert liar.error == "head_ahead"
     assert liar.correct is False
-    assert liar.head is not None and liar.head >= after + LEAD - 1
+    # Its head is the chain's when it answered, during the round, plus LEAD (not `after`: a
+    # loaded host can stretch the round over more than a block).
+    assert liar.head is not None and before + LEAD <= liar.head <= after + LEAD
     assert liar.lag_blocks == 0  # above the reference, never negative
     assert liar.block_hash is None  # not asked once incorrect
 
@@ -268,7 +308,8 @@ def test_healthy_and_slow_are_correct_and_on_time(mix: Any) -> None:
         assert (r.ok, r.error, r.correct) == (True, None, True), name
         assert r.lag_blocks is not None and r.lag_blocks <= 1
         assert r.latency_us is not None and r.latency_us > 0
-    assert results["slow"].latency_us >= SLOW_DELAY_S * 1_000_000  # type: ignore[operator]
+    slow_us = results["slow"].latency_us
+    assert slow_us is not None and slow_us >= SLOW_DELAY_S * 1_000_000
 
 
 def test_lagging_endpoint_lags(mix: Any) -> None:
@@ -356,3 +397,38 @@ def test_liar_beyond_uint63_does_not_break_the_round(net: ChecksNet) -> None:
     # Beyond what a result can hold (2**63 - 1): the answer itself is malformed.
     assert (results["huge-liar"].error, results["huge-liar"].correct) == ("malformed", False)
     assert results["healthy-a"].correct is True
+
+
+def test_one_far_ahead_of_three_cannot_lift_the_reference(net: ChecksNet) -> None:
+    target = net.target("healthy-a", "healthy-b", "liar")
+    results = run_checks(target)
+    assert (results["liar"].error, results["liar"].correct) == ("head_ahead", False)
+    honest = [results[name] for name in ("healthy-a", "healthy-b")]
+    # Quorum of two among three: the lower of the two honest heads, a block at most apart.
+    assert {r.reference_head for r in honest} == {min(r.head for r in honest if r.head is not None)}
+    for r in honest:
+        assert (r.ok, r.error, r.correct, r.lag_blocks) == (True, None, True, 0)
+    for r in results.values():
+        assert_consistent(r, target)
+
+
+def test_a_head_going_backwards_only_lags(net: ChecksNet) -> None:
+    # Two rounds sharing the probe's memory; in the second, "backwards" reports a head 12 blocks
+    # below its first one (a load balancer switching to a node behind). The reference comes from
+    # this round's quorum, so it does not follow; that endpoint just lags.
+    target = net.target("healthy-a", "healthy-b", "backwards")
+    checks = {name: CHECKS[name] for name in ("head", "head_exists", "stalled", "block_hash")}
+    first, second = run_rounds([target, target], checks)
+    before, back = first["backwards"], second["backwards"]
+    assert (before.error, before.correct, before.lag_blocks) == (None, True, 0)
+    assert before.head is not None and back.head is not None and back.reference_head is not None
+    assert back.head < before.head
+    assert before.reference_head is not None and back.reference_head >= before.reference_head
+    assert back.lag_blocks is not None and 11 <= back.lag_blocks <= 13
+    # Behind the confirmed height: not asked for its hash, unknown rather than wrong.
+    assert (back.ok, back.error, back.correct) == (True, None, None)
+    for name in ("healthy-a", "healthy-b"):
+        r = second[name]
+        assert (r.error, r.correct, r.lag_blocks) == (None, True, 0), name
+    for r in second.values():
+        assert_consistent(r, target)

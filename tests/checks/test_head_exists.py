@@ -16,6 +16,10 @@ FAKE_NODES = {
     "phantom-b": Node(head_lead=3, phantom=True),
     # 2 blocks ahead and able to serve them: what an honest node a little ahead looks like
     "ahead": Node(head_lead=2),
+    # 2 blocks behind: below the reference, never asked
+    "low": Node(head_lead=-2),
+    # 2 blocks ahead, and its blocks carry another number than the one asked for
+    "misnumbered": Node(head_lead=2, block="wrong_number"),
 }
 HEAD_ONLY = {"head": CHECKS["head"], "head_exists": CHECKS["head_exists"]}
 
@@ -54,3 +58,27 @@ def test_two_colluding_phantoms_cannot_set_the_reference(net: ChecksNet) -> None
 def test_honest_endpoints_are_never_flagged(net: ChecksNet) -> None:
     results = run_checks(net.target("healthy-a", "healthy-b", "slow", "ahead"), HEAD_ONLY)
     assert all(r.error is None for r in results.values())
+
+
+def test_only_heads_above_the_reference_are_asked(net: ChecksNet) -> None:
+    before = net.fake.calls.copy()
+    target = net.target("healthy-a", "healthy-b", "slow", "low", "phantom")
+    results = run_checks(target, HEAD_ONLY)
+    asked = net.fake.calls - before
+    assert asked["low", "eth_getBlockByNumber"] == 0
+    # Asked, and once more a moment later before it is judged (load-balanced backends).
+    assert asked["phantom", "eth_getBlockByNumber"] == 2
+    assert (results["phantom"].error, results["phantom"].correct) == ("head_missing", False)
+    low = results["low"]
+    assert (low.ok, low.error, low.correct) == (True, None, None)
+    assert low.lag_blocks is not None and 1 <= low.lag_blocks <= 3
+
+
+def test_a_block_with_another_number_is_malformed(net: ChecksNet) -> None:
+    target = net.target("healthy-a", "healthy-b", "slow", "misnumbered")
+    results = run_checks(target, HEAD_ONLY)
+    r = results["misnumbered"]
+    assert (r.ok, r.error, r.correct) == (True, "malformed", False)
+    assert all(results[n].error is None for n in ("healthy-a", "healthy-b", "slow"))
+    # Found out before it could count towards the reference.
+    assert r.reference_head is not None and r.head is not None and r.reference_head < r.head

@@ -84,6 +84,8 @@ def test_demo_check(tmp_path: Path) -> None:
         assert proc.returncode == 0, f"{output}\n{logs}"
         assert "CHECK OK" in proc.stdout, f"{output}\n{logs}"
         assert "CHECK FAILED" not in proc.stdout
+        # The collector's signing key is kept with the demo's other keys, not in the cwd.
+        assert (workdir / "collector.key").exists() and not (tmp_path / "collector.key").exists()
 
         # The ports it printed are closed again, and no child outlived it.
         sim = re.search(r"simulated operators: http://127\.0\.0\.1:(\d+)/", proc.stdout)

@@ -82,6 +82,20 @@ def test_checks_that_need_configuration_run_only_where_configured() -> None:
     assert rounds.due_config("opt-in", needs_config, configured, ChainMemory(), 0.0) is not None
 
 
+def test_an_opt_in_check_keeps_its_cadence_and_is_not_scheduled_where_absent() -> None:
+    scheduled_opt_in = Check(checks_fail_on_nothing, old_block_hash.Config, default_on=False)
+    memory = ChainMemory()
+    assert rounds.due_config("opt-in", scheduled_opt_in, chain(1), memory, 0.0) is None
+    assert "opt-in" not in memory.last_run_s  # never ran: a later section runs at once
+    configured = chain(1).model_copy(update={"checks": {"opt-in": {"every_s": 60}}})
+    due = [
+        rounds.due_config("opt-in", scheduled_opt_in, configured, memory, now_s=t)
+        for t in (100.0, 130.0, 161.0)
+    ]
+    assert [config is not None for config in due] == [True, False, True]
+    assert isinstance(due[0], old_block_hash.Config) and due[0].every_s == 60
+
+
 def test_a_configuration_the_probe_cannot_read_skips_only_that_check() -> None:
     target = chain(1).model_copy(update={"checks": {"x": {"every_s": "often"}}})
     check = Check(checks_fail_on_nothing, old_block_hash.Config)

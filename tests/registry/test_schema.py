@@ -267,3 +267,37 @@ def test_quorum_below_two_is_refused() -> None:
     assert "chains[0] (chain_id=1).quorum: Input should be greater than or equal to 2" in error_of(
         doc
     )
+
+
+def test_scoring_section_parses_and_is_stored_without_defaults() -> None:
+    doc = valid()
+    doc["chains"][0]["scoring"] = {"preset": "prefer_freshest", "weights": {"lag": 3}}
+    scoring = parse(doc).chains[0].scoring
+    assert scoring.factor_weights().model_dump() == {
+        "availability": 1.0,
+        "latency": 0.5,  # the preset's
+        "lag": 3.0,  # overridden
+        "correctness": 1.0,
+    }
+    assert parse(valid()).chains[0].scoring.preset == "balanced"
+
+
+@pytest.mark.parametrize(
+    ("scoring", "expected"),
+    [
+        ({"min_availability": 1.5}, "scoring.min_availability: Input should be less than or equal"),
+        ({"weights": {"latency": -1}}, "scoring.weights.latency: Input should be greater than"),
+        ({"weights": {"price": 1}}, "scoring.weights.price"),
+        ({"preset": "prefer_cheapest"}, "scoring.preset: Input should be 'balanced',"),
+        ({"min_probes": 0}, "scoring.min_probes: Input should be greater than or equal to 1"),
+        ({"recovery_s": 0}, "scoring.recovery_s: Input should be greater than 0"),
+        ({"stale_after": 60}, "scoring.stale_after: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_scoring_value_names_the_chain_and_field(
+    scoring: dict[str, Any], expected: str
+) -> None:
+    doc = valid()
+    doc["chains"][0]["scoring"] = scoring
+    message = error_of(doc)
+    assert "chains[0] (chain_id=1)." + expected in message, message

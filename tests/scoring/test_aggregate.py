@@ -109,6 +109,40 @@ def test_per_probe() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("lags", "expected"),
+    [
+        ([10, 0, 0], 0.0),  # one spike (the mean would say 3.33): moves nothing
+        ([0, 10, 0], 0.0),
+        ([0, 0, 10], 0.0),
+        ([10, 10, 0], 10.0),  # two of the last three: a real lag
+        ([7, 1], 4.0),  # only two available checks so far: their mean
+        ([5], 5.0),
+    ],
+)
+def test_per_probe_lag_is_the_median_of_the_recent_checks(lags: list[int], expected: float) -> None:
+    stats = per_probe(
+        ProbeSamples(total=3, available=3, correct=0, incorrect=0, recent_lags_blocks=lags)
+    )
+    assert stats.lag_blocks == expected
+
+
+@FAST
+@given(
+    st.lists(st.integers(0, 1_000), min_size=3, max_size=3),
+    st.integers(0, 2),
+    st.integers(0, 10**9),
+)
+def test_one_spike_among_three_recent_lags_stays_within_the_other_two(
+    lags: list[int], at: int, spike: int
+) -> None:
+    spiked = list(lags)
+    spiked[at] = spike
+    lag = per_probe(ProbeSamples(3, 3, 0, 0, recent_lags_blocks=spiked)).lag_blocks
+    others = [x for i, x in enumerate(spiked) if i != at]
+    assert lag is not None and min(others) <= lag <= max(others)
+
+
 def test_per_probe_nothing_measured_is_none() -> None:
     stats = per_probe(ProbeSamples(total=0, available=0, correct=0, incorrect=0))
     assert stats == ProbeStats(None, None, None, None, None, 0)
@@ -166,11 +200,19 @@ def test_across_probes_median_ignores_none() -> None:
         latency_p50_ms=20.0,  # median of 10, 20, 40
         latency_p95_ms=20.0,
         lag_blocks=1.0,
-        correctness=0.75,
+        correctness=None,  # measured by 2 of the 4 sampling probes: no majority, unknown
         samples=40,
         probes=4,
         errors={"timeout": 3, "wrong_hash": 1},
     )
+
+
+def test_across_probes_needs_a_majority_of_sampling_probes_per_quantity() -> None:
+    three_of_four = [_ps(1.0, 10, 0, 1.0), _ps(1.0, 10, 0, 0.5), _ps(1.0, 10, 0, None)]
+    assert across_probes([*three_of_four, _ps(1.0, 10, 0, 0.0)]).correctness == 0.5
+    assert across_probes([*three_of_four, _ps(1.0, 10, 0, None)]).correctness is None
+    # A probe without samples is not counted in the majority.
+    assert across_probes([*three_of_four[:2], _ps(None, None, None, None, 0)]).correctness == 0.75
 
 
 def test_across_probes_all_none_and_single_mapping() -> None:
@@ -189,6 +231,17 @@ def test_endpoint_stats_from_samples() -> None:
     assert stats.lag_blocks == 1.0
     assert stats.samples == 8 and stats.probes == 2
     assert dict(stats.errors) == {"timeout": 2}
+
+
+def test_across_probes_keeps_each_probes_age_freshest_first() -> None:
+    def aged(age: float | None, n: int = 10) -> ProbeStats:
+        return ProbeStats(1.0, 1.0, 1.0, 0.0, 1.0, n, age_s=age)
+
+    stats = across_probes([aged(200.0), aged(5.0), aged(None), aged(90.0), aged(1.0, n=0)])
+    assert stats.ages_s == (5.0, 90.0, 200.0)  # probes without samples or age left out
+    assert stats.age_s == 90.0  # the median, for display
+    with pytest.raises(ValueError):
+        EndpointStats(1.0, 1.0, 1.0, 0.0, 1.0, 1, 1, ages_s=[-1.0])
 
 
 # --- robustness of the median -----------------------------------------------------------------

@@ -138,6 +138,15 @@ def test_min_probes() -> None:
     assert s.score is None and s.reasons == (INSUFFICIENT_PROBES,)
 
 
+def test_no_sample_in_the_window_is_insufficient_samples_never_a_last_good_score() -> None:
+    nothing = EndpointStats(None, None, None, None, None, samples=0, probes=0)
+    s = score_endpoint(nothing, MAINNET, POLICY)
+    assert (s.status, s.score) == ("excluded", None)
+    assert s.reasons == (INSUFFICIENT_PROBES, INSUFFICIENT_SAMPLES)  # every code that applies
+    s = score_endpoint(nothing, MAINNET, Policy(min_probes=0))
+    assert s.reasons == (INSUFFICIENT_SAMPLES,)
+
+
 def test_error_reasons_most_frequent_first_unknown_kinds_ignored() -> None:
     errors = {"timeout": 1, "malformed": 5, "wrong_chain": 5, "gremlins": 9, "transport": 0}
     s = score_endpoint(ep(availability=0.98, errors=errors), MAINNET, POLICY)
@@ -390,6 +399,40 @@ def test_old_data_decays_then_is_stale() -> None:
     assert at(119.0).score == pytest.approx(1 / 60)
     s = at(120.0)
     assert (s.status, s.score, s.reasons) == ("excluded", None, (STALE_DATA,))
+
+
+def test_staleness_reads_the_min_probes_th_freshest_probe() -> None:
+    """Default min_probes = 1: the endpoint's newest sample, whichever probe sent it (one probe
+    still reporting keeps it fresh). min_probes = 2 of 3: the second freshest probe, so one
+    probe alone can neither keep it fresh nor, by going silent, make it stale."""
+
+    def at(*ages: float, min_probes: int = 1) -> Score:
+        stats = EndpointStats(1.0, 0.0, 0.0, 0.0, 1.0, samples=90, probes=3, ages_s=ages)
+        return score_endpoint(stats, MAINNET, Policy(min_probes=min_probes))
+
+    assert at(5.0, 500.0, 500.0).score == 1.0
+    assert at(5.0, 500.0, 500.0).age_s == 5.0
+    assert at(90.0, 500.0, 500.0).score == pytest.approx(0.5)  # (2 - 90/60)
+    assert at(121.0, 130.0, 500.0).reasons == (STALE_DATA,)
+    assert at(5.0, 500.0, 500.0, min_probes=2).reasons == (STALE_DATA,)  # one liar: not fresh
+    two = at(5.0, 75.0, 500.0, min_probes=2)  # one silent probe: still scored, decaying
+    assert two.status == "ok" and two.score == pytest.approx(0.75)
+    assert explain(two)["freshness"]["value"] == 75.0
+
+
+def test_exponents_on_hand_computed_factors() -> None:
+    # p95 = SLA (latency 0.5), lag = 2 x SLA (0.25), availability 0.95 (0.95^8), correctness 0.98
+    stats = ep(availability=0.95, p95=250.0, lag=4.0, correctness=0.98)
+    balanced = score_endpoint(stats, MAINNET, POLICY).score
+    assert balanced == pytest.approx(0.95**8 * 0.5 * 0.25 * 0.98)
+    custom = ScoringConfig(weights={"availability": 0.5, "latency": 2, "lag": 0, "correctness": 3})
+    s = score_endpoint(stats, MAINNET, Policy.from_config(custom))
+    assert s.score == pytest.approx((0.95**8) ** 0.5 * 0.5**2 * 1.0 * 0.98**3)
+    explained = explain(s)
+    assert explained["lag"] == {"value": 4.0, "sub_score": 0.25, "weight": 0.0, "share": 0.0}
+    total = 0.5 * 8 * math.log(0.95) + 2 * math.log(0.5) + 3 * math.log(0.98)
+    assert explained["latency"]["share"] == pytest.approx(2 * math.log(0.5) / total)
+    assert sum(f["share"] or 0.0 for f in explained.values()) == pytest.approx(1.0)
 
 
 def test_explain_shares_say_which_factor_costs_the_traffic() -> None:
