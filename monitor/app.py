@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from monitor import __version__, openapi
+from monitor.attestations.views import router as attestations_router
 from monitor.db.session import make_engine
 from monitor.exceptions import MonitorError
 from monitor.identity.views import router as identity_router
@@ -28,6 +29,7 @@ from monitor.scoring.job import start_scheduler
 from monitor.scoring.views import router as scoring_router
 from monitor.settings import Settings, parse_window
 from monitor.signing.collector import service_account
+from monitor.sla.views import router as sla_router
 
 log = logging.getLogger("monitor.app")
 
@@ -43,7 +45,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        scheduler = start_scheduler(app.state.engine, settings) if scoring else None
+        scheduler = (
+            start_scheduler(app.state.engine, settings, app.state.service_account)
+            if scoring
+            else None
+        )
         try:
             yield
         finally:
@@ -125,6 +131,8 @@ def create_app(
         scoring_router,
         operators_router,
         identity_router,
+        sla_router,
+        attestations_router,
         metrics_router,
     )
     for router in routers:

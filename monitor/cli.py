@@ -129,6 +129,24 @@ def cmd_demo(args: argparse.Namespace) -> None:
     sys.exit(run_demo(workdir=Path(args.workdir), duration_s=args.duration, check=args.check))
 
 
+def cmd_verify(args: argparse.Namespace) -> None:
+    from eth_utils import is_address
+
+    from monitor.attestations.verify import describe, load_bundle, problems, verify_bundle
+
+    if args.signer is not None and not is_address(args.signer):
+        raise ConfigError(f"--signer {args.signer!r} is not an address (0x + 40 hex digits)")
+    bundle = load_bundle(args.source)  # BundleError (a ConfigError): exit 2
+    print(describe(bundle))
+    checks = verify_bundle(bundle, signer=args.signer)
+    for check in checks:
+        print(check.line)
+    failed = problems(checks)
+    plural = "problem" if len(failed) == 1 else "problems"
+    print("VERIFIED" if not failed else f"NOT VERIFIED ({len(failed)} {plural})")
+    sys.exit(1 if failed else 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="monitor",
@@ -202,6 +220,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ID:BEHAVIOUR[:PARAM]",
         help=f"repeatable; behaviours: {', '.join(simnet.BEHAVIOURS)} "
         "(default: the demo's five operators)",
+    )
+
+    p = verb(
+        "verify",
+        cmd_verify,
+        "Verify a signed SLA attestation offline: the collector's signature, the evidence root, "
+        "every probe batch signature, the figures and the penalty recomputed from the evidence "
+        "(exit 0 verified, 1 not verified, 2 unreadable input)",
+    )
+    p.add_argument(
+        "source",
+        metavar="FILE_OR_URL",
+        help="a bundle saved from GET /v1/attestations/{id}/bundle, or the http(s) URL of "
+        "/v1/attestations/{id} (its bundle is fetched)",
+    )
+    p.add_argument(
+        "--signer",
+        metavar="ADDRESS",
+        help="the collector address to require (pin the one of GET /v1/identity)",
     )
 
     p = verb("demo", cmd_demo, "Run the whole pipeline on loopback and show a live table")

@@ -1,24 +1,31 @@
 """``make demo``: the whole pipeline on loopback, each part a process started through the CLI.
 
-simnet (four operators: healthy, lagging, wrong fork, slow) <- three probes -> collector (SQLite)
--> scores and weights, printed as a live table until Ctrl-C (or ``--duration``).
+simnet (five operators: healthy, lagging, wrong fork, slow, lying head) <- three probes ->
+collector (SQLite) -> scores and weights, printed as a live table until Ctrl-C (or
+``--duration``); at the end, alpha's attestation of the last whole minute, issued, saved and
+verified as an auditor would.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from monitor import simnet
+from monitor.attestations.schemas import BundleOut
+from monitor.attestations.verify import problems as failed_checks
+from monitor.attestations.verify import verify_bundle
 from monitor.db.migrate import upgrade
 from monitor.db.session import make_engine, session_scope
 from monitor.registry.apply import apply_registry
@@ -27,6 +34,10 @@ from monitor.signing.keys import generate_key
 
 REGIONS = ["eu-west", "us-east", "ap-south"]
 STARTUP_TIMEOUT_S = 30.0
+ATTESTED = "alpha"  # the operator the demo attests at the end
+# The attestation needs a whole minute that the probes covered: --check runs on (at most this
+# much longer) until one has passed, and its batches have arrived.
+MINUTE_WAIT_S = 75.0
 
 
 def free_port() -> int:
@@ -132,6 +143,78 @@ def expected_ranking(scores: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _minute(t: datetime) -> datetime:
+    return t.replace(second=0, microsecond=0)
+
+
+def attest_and_verify(api: str, token: str, workdir: Path) -> list[str]:
+    """Issue the attestation of ATTESTED for the last whole minute (``POST /v1/attestations``),
+    save its bundle and verify it as an auditor would; returns what went wrong."""
+    end = _minute(datetime.now(UTC))
+    start = end - timedelta(minutes=1)
+    issued = httpx.post(
+        f"{api}/v1/attestations",
+        json={
+            "operator_id": ATTESTED,
+            "chain_id": simnet.DEMO_CHAIN_ID,
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+        },
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    if issued.status_code != 201:
+        return [f"the attestation was not issued: HTTP {issued.status_code} {issued.text[:300]}"]
+    attestation_id = issued.json()["id"]
+    signer = httpx.get(f"{api}/v1/identity", timeout=10).json()["address"]
+    bundle = httpx.get(f"{api}/v1/attestations/{attestation_id}/bundle", timeout=30)
+    saved = workdir / f"attestation-{attestation_id}.json"
+    saved.write_bytes(bundle.content)
+    checks = verify_bundle(BundleOut.model_validate_json(bundle.content), signer=signer)
+    failed = failed_checks(checks)
+    print(
+        f"\nattestation {attestation_id}: {ATTESTED} on chain {simnet.DEMO_CHAIN_ID}, "
+        f"{start:%H:%M}-{end:%H:%M} UTC, signed by the collector {signer}\n"
+        f"  {api}/v1/attestations/{attestation_id}  (evidence, bundle: same URL + /evidence, "
+        "/bundle)\n"
+        f"  saved: {saved}\n"
+        f"  verify it offline: monitor verify {saved} --signer {signer}\n"
+        f"  {'VERIFIED' if not failed else 'NOT VERIFIED'} ({len(checks)} checks)",
+        flush=True,
+    )
+    return [f"attestation check failed: {c}" for c in failed]
+
+
+def _covered(first_data: datetime | None) -> bool:
+    """A whole minute with the probes' data has passed, and its last batches have arrived."""
+    if first_data is None:
+        return False
+    return datetime.now(UTC) >= _minute(first_data) + timedelta(minutes=1, seconds=5)
+
+
+def _done(
+    started: float, duration_s: float | None, check: bool, first_data: datetime | None
+) -> bool:
+    if duration_s is None:
+        return False
+    elapsed = time.monotonic() - started
+    if not check or elapsed >= duration_s + MINUTE_WAIT_S:
+        return elapsed >= duration_s
+    return elapsed >= duration_s and _covered(first_data)
+
+
+def _attest_if_covered(
+    api: str, token: str, workdir: Path, first_data: datetime | None
+) -> list[str]:
+    if not _covered(first_data):
+        print("(no attestation: the demo stopped before a whole minute of data)")
+        return ["no whole minute of data to attest"]
+    try:
+        return attest_and_verify(api, token, workdir)
+    except httpx.HTTPError as exc:
+        return [f"attestation: {type(exc).__name__}: {exc}"]
+
+
 def run_demo(*, workdir: Path, duration_s: float | None = None, check: bool = False) -> int:
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -139,6 +222,7 @@ def run_demo(*, workdir: Path, duration_s: float | None = None, check: bool = Fa
     database_url = f"sqlite:///{workdir.resolve() / 'monitor.db'}"
     sim_port, api_port = free_port(), free_port()
     api = f"http://127.0.0.1:{api_port}"
+    token = secrets.token_hex(16)  # admin token for POST /v1/attestations, this run only
 
     keys = [workdir / f"probe-{i + 1}.key" for i in range(3)]
     probes = [
@@ -166,10 +250,14 @@ def run_demo(*, workdir: Path, duration_s: float | None = None, check: bool = Fa
         # The collector's signing key lives with the demo's other keys, not in the checkout.
         "MONITOR_SERVICE_KEY_FILE": str(workdir.resolve() / "collector.key"),
         "MONITOR_SCORING_INTERVAL_S": "2",
+        "MONITOR_ROLLUP_INTERVAL_S": "2",
         "MONITOR_INTERVAL_S": "2",
+        "MONITOR_ADMIN_TOKEN": token,
     }
     procs = Processes(workdir, env)
     final: dict[str, Any] | None = None
+    first_data: datetime | None = None
+    attestation_problems: list[str] = ["no attestation was issued"]
     try:
         procs.start("simnet", "simnet", "--port", str(sim_port))
         procs.start("collector", "serve", "--port", str(api_port))
@@ -179,30 +267,36 @@ def run_demo(*, workdir: Path, duration_s: float | None = None, check: bool = Fa
             procs.start(f"probe-{i + 1}", "probe", "--collector", api, "--key", str(key))
         print(f"simulated operators: http://127.0.0.1:{sim_port}/<id>   logs and keys: {workdir}/")
         print(f"API docs: {api}/docs   weights: {api}/v1/weights?chain_id={simnet.DEMO_CHAIN_ID}")
+        print(f"SLA this month: {api}/v1/sla/alpha   uptime: {api}/v1/uptime/bravo")
+        print(f"badge: {api}/v1/badges/alpha/uptime/24h.svg   breach events: {api}/v1/events")
         print("Ctrl-C stops everything.\n", flush=True)
         started = time.monotonic()
-        while duration_s is None or time.monotonic() - started < duration_s:
+        while not _done(started, duration_s, check, first_data):
             procs.check_alive()
             response = httpx.get(
                 f"{api}/v1/scores", params={"chain_id": simnet.DEMO_CHAIN_ID}, timeout=5
             )
             if response.status_code == 200:
                 final = response.json()
+                first_data = first_data or datetime.now(UTC)
                 clear = "\x1b[H\x1b[J" if sys.stdout.isatty() else ""
                 print(f"{clear}{render_table(final)}\n", flush=True)
             time.sleep(2)
+        attestation_problems = _attest_if_covered(api, token, workdir, first_data)
     except KeyboardInterrupt:
         print("\nstopping...")
+        attestation_problems = _attest_if_covered(api, token, workdir, first_data)
     finally:
         procs.stop_all()
     if check:
         problems = ["no scores were served"] if final is None else expected_ranking(final)
+        problems += attestation_problems
         for problem in problems:
             print(f"CHECK FAILED: {problem}")
         if problems:
             return 1
         print(
             "CHECK OK: alpha leads with no lag, bravo and delta below it; charlie (wrong fork) "
-            "and echo (lying head) at weight 0"
+            "and echo (lying head) at weight 0; alpha's attestation verifies"
         )
     return 0

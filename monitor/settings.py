@@ -35,8 +35,19 @@ class Settings(BaseSettings):
     request_skew_s: float = Field(300.0, ge=0)  # signed /v1/targets requests
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
     max_results_per_batch: int = Field(20_000, gt=0)
+    # SLA (docs/sla.md): rollups, breach events and their webhook, retention.
+    rollup_interval_s: float = Field(15.0, gt=0)
+    breach_window_s: int = Field(3600, ge=60)  # breach events judge this rolling window
+    webhook_url: str | None = None  # receives breach_started / breach_ended as JSON
+    webhook_timeout_s: float = Field(5.0, gt=0)
+    retention_days: float = Field(14.0, gt=0)  # raw results and batches (unless attested)
+    minute_rollup_retention_days: float = Field(35.0, gt=0)
+    hour_rollup_retention_days: float = Field(400.0, gt=0)
+    attest_daily: bool = True  # sign each subject's attestation of every UTC day once it ends
     # The collector's own key: signs /v1/weights; created on first start (docs/operations.md).
     service_key_file: Path = Path("collector.key")
+    # Bearer token for the admin endpoints (POST /v1/attestations); unset: they answer 403.
+    admin_token: str | None = None
 
     # Probe
     collector_url: str = "http://127.0.0.1:8000"

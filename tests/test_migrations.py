@@ -117,3 +117,37 @@ def test_cli_db_upgrade(tmp_path: Path) -> None:
     require_head(url)
     assert table_names(url) == set(Base.metadata.tables) | {"alembic_version"}
     assert not (tmp_path / "monitor.db").exists()  # the flag, not the default URL, was used
+
+
+def test_batches_stored_before_0004_get_their_hash(empty_database_url: str) -> None:
+    """0004 names every stored batch by keccak256 of its body, then makes the name required."""
+    from eth_utils import keccak
+    from sqlalchemy import text
+
+    upgrade(empty_database_url, "0003")
+    engine = make_engine(empty_database_url)
+    body = '{"message": {"batchId": "old"}, "results": [], "signature": "0x"}'
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO probes (id, address, name, region, active, updated_at) VALUES "
+                    "(1, '0x' || :a, 'p', 'r', true, '2026-01-01 00:00:00')"
+                ),
+                {"a": "11" * 20},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO batches (id, probe_id, batch_id, created_at, received_at, "
+                    "results_hash, signature, result_count, body) VALUES (1, 1, 'old', "
+                    "'2026-01-01 00:00:00', '2026-01-01 00:00:01', '0x', '0x', 0, :body)"
+                ),
+                {"body": body},
+            )
+        upgrade(empty_database_url)
+        with engine.connect() as connection:
+            stored = connection.execute(text("SELECT body_hash, rolled_up FROM batches")).one()
+        assert stored[0] == "0x" + keccak(body.encode()).hex()
+        assert not stored[1]  # rolled up by the next rollup run
+    finally:
+        engine.dispose()

@@ -35,6 +35,8 @@ class Chain(Base):
     sla_availability: Mapped[float] = mapped_column(Float)
     sla_latency_p95_ms: Mapped[float] = mapped_column(Float)
     sla_max_lag_blocks: Mapped[int] = mapped_column(Integer)
+    # JSON: the chain's whole SLA section (monitor.registry.schema.SlaTargets), for SLA reports
+    sla: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
     quorum: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
     checks: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")  # JSON
     scoring: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")  # JSON
@@ -47,6 +49,8 @@ class Operator(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
+    # JSON: chain id -> the SLA targets this operator is held to there instead of the chain's
+    sla: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -84,6 +88,7 @@ class Batch(Base):
     __table_args__ = (
         UniqueConstraint("probe_id", "batch_id"),
         Index("ix_batches_received_at", "received_at"),
+        Index("ix_batches_rolled_up", "rolled_up", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -95,6 +100,10 @@ class Batch(Base):
     signature: Mapped[str] = mapped_column(String(132))
     result_count: Mapped[int] = mapped_column(Integer)
     body: Mapped[str] = mapped_column(Text)
+    # keccak256 of the body's UTF-8 bytes: how attestations and GET /v1/batches/{hash} name it
+    body_hash: Mapped[str] = mapped_column(String(66), unique=True)
+    # Folded into the SLA rollups yet (monitor.sla.rollup)?
+    rolled_up: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Result(Base):
@@ -184,3 +193,8 @@ class ProbeScore(Base):
     disagreements: Mapped[int] = mapped_column(Integer)  # of those, where it differed
     kinds: Mapped[str] = mapped_column(Text)  # JSON object: quantity -> endpoints
     outlier_score: Mapped[float | None] = mapped_column(Float)  # disagreements / endpoints
+
+
+# The other domains' tables, registered on the same metadata (Alembic reads it from here).
+from monitor.attestations import models as _attestations  # noqa: E402, F401
+from monitor.sla import models as _sla  # noqa: E402, F401

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from eth_utils import keccak
 from pydantic import ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
@@ -23,6 +24,11 @@ from monitor.signing.eip712 import verify_batch
 # may not follow it beyond a little clock jitter inside one process.
 MAX_ROUND_SPAN = timedelta(hours=1)
 OBSERVED_AFTER_CREATED_TOLERANCE = timedelta(seconds=2)
+
+
+def batch_hash(body: bytes) -> str:
+    """How a stored batch is named in attestations: keccak256 of its exact bytes, 0x hex."""
+    return "0x" + keccak(body).hex()
 
 
 def parse_batch(body: bytes) -> SignedBatch:
@@ -132,6 +138,7 @@ def ingest_batch(
         signature=signature,
         result_count=len(rows),
         body=body.decode(),
+        body_hash=batch_hash(body),
     )
     session.add(stored)
     session.flush()

@@ -10,8 +10,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from monitor.attestations.models import Document
 from monitor.db.models import Chain, Endpoint, Operator, Probe, utcnow
 from monitor.registry.schema import Registry
+from monitor.sla.penalties import policy_hash
 
 KINDS = ("chains", "operators", "endpoints", "probes")
 
@@ -71,6 +73,7 @@ def apply_registry(session: Session, *, registry: Registry) -> ApplySummary:
             "sla_availability": entry.sla.availability,
             "sla_latency_p95_ms": entry.sla.latency_p95_ms,
             "sla_max_lag_blocks": entry.sla.max_lag_blocks,
+            "sla": entry.sla.model_dump_json(),
             "quorum": entry.quorum,
             "checks": json.dumps(entry.checks, sort_keys=True),
             "scoring": entry.scoring.model_dump_json(exclude_defaults=True),
@@ -84,12 +87,34 @@ def apply_registry(session: Session, *, registry: Registry) -> ApplySummary:
 
     operators = {o.id: o for o in session.scalars(select(Operator))}
     for op_entry in registry.operators:
+        values = {
+            "name": op_entry.name,
+            "sla": json.dumps(
+                {str(c): o.model_dump(exclude_none=True) for c, o in op_entry.sla.items()},
+                sort_keys=True,
+            ),
+        }
         upsert(
             "operators",
             operators.get(op_entry.id),
-            {"name": op_entry.name},
-            Operator(id=op_entry.id, name=op_entry.name, active=True),
+            values,
+            Operator(id=op_entry.id, active=True, **values),
         )
+
+    policy = registry.penalties
+    document = session.get(Document, "penalty_policy")
+    if document is None:
+        session.add(
+            Document(
+                name="penalty_policy",
+                body=policy.canonical(),
+                hash=policy_hash(policy),
+                updated_at=utcnow(),
+            )
+        )
+    elif document.body != policy.canonical():
+        document.body, document.hash = policy.canonical(), policy_hash(policy)
+        document.updated_at = utcnow()
 
     endpoints = {(e.operator_id, e.chain_id, e.url): e for e in session.scalars(select(Endpoint))}
     wanted_endpoints = set()

@@ -20,6 +20,7 @@ from pydantic import (
 from monitor.checks.registry import CHECKS
 from monitor.exceptions import RegistryError
 from monitor.scoring.config import ScoringConfig
+from monitor.sla.penalties import PenaltyPolicy
 
 
 class _Strict(BaseModel):
@@ -27,9 +28,23 @@ class _Strict(BaseModel):
 
 
 class SlaTargets(_Strict):
+    """A chain's SLA (docs/sla.md): what an operator's minutes and periods are judged against."""
+
     availability: float = Field(0.999, gt=0, le=1)
-    latency_p95_ms: float = Field(500, gt=0)
-    max_lag_blocks: int = Field(3, gt=0)
+    latency_p95_ms: float = Field(500, gt=0, le=600_000)
+    max_lag_blocks: int = Field(3, gt=0, le=1_000_000)
+    correctness: float = Field(0.999, gt=0, le=1)  # share of checks proven correct
+    min_probes: int = Field(2, ge=1, le=100)  # probes that must have checked a minute to judge it
+    min_coverage: float = Field(0.5, ge=0, le=1)  # judged share of a period's minutes for a verdict
+
+
+class SlaOverrides(_Strict):
+    """An operator's own targets on one chain; what is not given is the chain's."""
+
+    availability: float | None = Field(None, gt=0, le=1)
+    latency_p95_ms: float | None = Field(None, gt=0, le=600_000)
+    max_lag_blocks: int | None = Field(None, gt=0, le=1_000_000)
+    correctness: float | None = Field(None, gt=0, le=1)
 
 
 class ChainEntry(_Strict):
@@ -81,6 +96,8 @@ class OperatorEntry(_Strict):
     id: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     endpoints: list[EndpointEntry] = []
+    # chain id -> this operator's SLA there, overriding the chain's targets (a premium tier)
+    sla: dict[int, SlaOverrides] = {}
 
 
 class ProbeEntry(_Strict):
@@ -104,6 +121,8 @@ class Registry(_Strict):
     chains: list[ChainEntry] = []
     operators: list[OperatorEntry] = []
     probes: list[ProbeEntry] = []
+    # The penalty policy (docs/sla.md, "From verdicts to consequences"); defaults when absent.
+    penalties: PenaltyPolicy = PenaltyPolicy()
 
     def check_references(self) -> list[str]:
         """Cross-entry problems pydantic cannot see: duplicates, unknown chains."""
@@ -121,6 +140,12 @@ class Registry(_Strict):
                 if (endpoint.chain_id, endpoint.url) in seen:
                     problems.append(f"{where}.url: listed twice for chain {endpoint.chain_id}")
                 seen.add((endpoint.chain_id, endpoint.url))
+            for chain_id in operator.sla:
+                if chain_id not in chain_ids:
+                    problems.append(
+                        f"operators[{i}] (id={operator.id}).sla[{chain_id}]: chain {chain_id} is "
+                        "not in chains"
+                    )
         return problems
 
 

@@ -1,4 +1,5 @@
-"""The scheduled scoring job: every ``scoring_interval_s``, every chain and window, one run."""
+"""The scheduled scoring job: every ``scoring_interval_s``, every chain and window, one run;
+the SLA's jobs (monitor.sla.job) share its scheduler."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import logging
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from eth_account.signers.local import LocalAccount
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from monitor.db.session import session_scope
 from monitor.scoring.service import RunSummary, score_all
 from monitor.settings import Settings, parse_window
+from monitor.sla.job import add_sla_jobs
 
 log = logging.getLogger("monitor.scoring")
 
@@ -28,7 +31,9 @@ def run_scoring(
         )
 
 
-def start_scheduler(engine: Engine, settings: Settings) -> BackgroundScheduler:
+def start_scheduler(
+    engine: Engine, settings: Settings, account: LocalAccount
+) -> BackgroundScheduler:
     """A thread beside the API; a run that overruns is skipped, never stacked."""
 
     def tick() -> None:
@@ -50,5 +55,6 @@ def start_scheduler(engine: Engine, settings: Settings) -> BackgroundScheduler:
         coalesce=True,
         id="scoring",
     )
+    add_sla_jobs(scheduler, engine, settings, account)
     scheduler.start()
     return scheduler

@@ -1,4 +1,4 @@
-"""What the collector itself signs (EIP-712, its own key): the routing weights it serves.
+"""What the collector itself signs (EIP-712, its own key): routing weights and SLA attestations.
 
 A second domain, ``{"name": "monitor-collector", "version": "1"}``, separate from the probes'
 ``monitor-probe``: a signature made for one can never be replayed as the other. Like the probes'
@@ -6,8 +6,8 @@ domain it has no ``chainId`` or ``verifyingContract``: the weights are not bound
 contract, and the chain they are for is in the message.
 
 Every primary type signed in this domain is listed in :data:`SIGNED_TYPES` with the struct types
-it references; ``GET /v1/identity`` publishes them all. Attestations (issue 5) will be another
-entry there. The layout is specified in docs/signing.md ("Signed weights").
+it references; ``GET /v1/identity`` publishes them all. The layouts are specified in
+docs/signing.md ("Signed weights") and docs/attestations.md (SLA attestations).
 """
 
 from __future__ import annotations
@@ -44,10 +44,78 @@ WEIGHTS_TYPES: Types = {
     ],
 }
 
+# An SLA attestation (docs/attestations.md), laid out for a Solidity verifier: only fixed-size
+# integers, bytes32, addresses, bools and strings; a figure that was not measured is -1 in its
+# int64 field; times are unix seconds; fractions are parts per million.
+ATTESTATION_TYPES: Types = {
+    "Attestation": [
+        {"name": "subject", "type": "Subject"},
+        {"name": "period", "type": "Period"},
+        {"name": "targets", "type": "Targets"},
+        {"name": "figures", "type": "Figures"},
+        {"name": "verdicts", "type": "Verdicts"},
+        {"name": "evidenceRoot", "type": "bytes32"},
+        {"name": "batchCount", "type": "uint32"},
+        {"name": "probes", "type": "address[]"},
+        {"name": "policyHash", "type": "bytes32"},
+        {"name": "recommendation", "type": "Recommendation"},
+        {"name": "issuedAt", "type": "uint64"},
+    ],
+    "Subject": [
+        {"name": "chainId", "type": "uint64"},
+        {"name": "operatorId", "type": "string"},
+    ],
+    "Period": [
+        {"name": "start", "type": "uint64"},  # unix seconds, a whole minute
+        {"name": "end", "type": "uint64"},  # exclusive
+    ],
+    "Targets": [
+        {"name": "availabilityPpm", "type": "uint32"},
+        {"name": "latencyP95Ms", "type": "uint64"},
+        {"name": "maxLagBlocks", "type": "uint64"},
+        {"name": "correctnessPpm", "type": "uint32"},
+        {"name": "minProbes", "type": "uint32"},
+        {"name": "minCoveragePpm", "type": "uint32"},
+    ],
+    "Figures": [
+        {"name": "totalMinutes", "type": "uint32"},  # "minutes" is a Solidity keyword
+        {"name": "up", "type": "uint32"},
+        {"name": "down", "type": "uint32"},
+        {"name": "insufficient", "type": "uint32"},
+        {"name": "downUnavailable", "type": "uint32"},
+        {"name": "downLagging", "type": "uint32"},
+        {"name": "downIncorrect", "type": "uint32"},
+        {"name": "longestOutageMinutes", "type": "uint32"},
+        {"name": "availabilityPpm", "type": "int64"},  # -1: not measured
+        {"name": "lagCompliancePpm", "type": "int64"},
+        {"name": "correctnessPpm", "type": "int64"},
+        {"name": "latencyP50Ms", "type": "int64"},
+        {"name": "latencyP95Ms", "type": "int64"},
+        {"name": "latencyP99Ms", "type": "int64"},
+        {"name": "probeCount", "type": "uint32"},
+        {"name": "samples", "type": "uint64"},
+    ],
+    "Verdicts": [  # "met" | "breached" | "insufficient_data"
+        {"name": "availability", "type": "string"},
+        {"name": "latencyP95", "type": "string"},
+        {"name": "lag", "type": "string"},
+        {"name": "correctness", "type": "string"},
+    ],
+    "Recommendation": [
+        {"name": "violations", "type": "Violation[]"},
+        {"name": "penaltyBps", "type": "uint32"},
+    ],
+    "Violation": [
+        {"name": "kind", "type": "string"},
+        {"name": "repeated", "type": "bool"},
+        {"name": "penaltyBps", "type": "uint32"},
+    ],
+}
+
 # Primary type -> the types a message of it needs (itself and what it references). eth-account
 # derives the primary type from the ``types`` it is given and refuses a map with two roots, so a
 # message is always built from its own entry, never from the union published at /v1/identity.
-SIGNED_TYPES: dict[str, Types] = {"Weights": WEIGHTS_TYPES}
+SIGNED_TYPES: dict[str, Types] = {"Weights": WEIGHTS_TYPES, "Attestation": ATTESTATION_TYPES}
 
 
 def encode_type(primary: str, types: Types) -> str:
@@ -87,6 +155,7 @@ def type_hashes() -> dict[str, str]:
 
 
 WEIGHTS_TYPE_HASH = type_hash("Weights")
+ATTESTATION_TYPE_HASH = type_hash("Attestation")
 
 
 def _full_message(primary: str, message: dict[str, Any]) -> dict[str, Any]:
@@ -115,6 +184,12 @@ def weights_typed_data(
             ],
         },
     )
+
+
+def attestation_typed_data(message: dict[str, Any]) -> dict[str, Any]:
+    """The ``full_message`` of an ``Attestation``; ``message`` as built by
+    monitor.attestations.message (plain JSON: bytes32 as ``0x`` hex, addresses EIP-55)."""
+    return _full_message("Attestation", message)
 
 
 def sign_typed(account: LocalAccount, full_message: dict[str, Any]) -> str:

@@ -1,5 +1,5 @@
-"""``monitor demo --check``: the whole pipeline as processes, the expected ranking, and nothing
-left running afterwards."""
+"""``monitor demo --check``: the whole pipeline as processes, the expected ranking, an
+attestation that ``monitor verify`` accepts, and nothing left running afterwards."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 DURATION_S = 25
-TIMEOUT_S = 90
+TIMEOUT_S = 180  # DURATION_S, up to MINUTE_WAIT_S more for a whole minute to attest, startup
 
 
 def refuses(port: int) -> bool:
@@ -94,8 +94,30 @@ def test_demo_check(tmp_path: Path) -> None:
         for match in (sim, api):
             assert refuses(int(match.group(1))), f"port {match.group(1)} still accepts"
         assert survivors(str(workdir)) == []
-        # The table was printed with all four operators.
+        # The table was printed with all five operators.
         for operator in ("alpha", "bravo", "charlie", "delta", "echo"):
             assert re.search(rf"^{operator}\s", proc.stdout, re.MULTILINE), operator
+        # It issued an attestation and printed how to verify it; the command works as printed.
+        command = re.search(
+            r"verify it offline: monitor verify (\S+) --signer (0x[0-9a-fA-F]{40})", proc.stdout
+        )
+        assert command and "VERIFIED" in proc.stdout, proc.stdout
+        verified = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "monitor.cli",
+                "verify",
+                command.group(1),
+                "--signer",
+                command.group(2),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert verified.stdout.rstrip().endswith("VERIFIED"), verified.stdout
     finally:
         kill_all(str(workdir))

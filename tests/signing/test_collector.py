@@ -30,6 +30,8 @@ from monitor.scoring.job import run_scoring
 from monitor.serving import ServerThread
 from monitor.settings import Settings
 from monitor.signing.collector import (
+    ATTESTATION_TYPE_HASH,
+    ATTESTATION_TYPES,
     COLLECTOR_DOMAIN,
     SIGNED_TYPES,
     WEIGHTS_TYPE_HASH,
@@ -160,7 +162,7 @@ def test_published_types_take_a_second_primary_type() -> None:
     later = {**published_types(), "Attestation": [{"name": "chainId", "type": "uint64"}]}
     with pytest.raises(ValueError, match="primary type"):
         encode_typed_data(full_message={**typed(), "types": later})
-    assert set(published_types()) == {"EIP712Domain", *typed()["types"]}
+    assert set(published_types()) == {"EIP712Domain", *typed()["types"], *ATTESTATION_TYPES}
 
 
 # --- the key file -------------------------------------------------------------------------------
@@ -215,9 +217,14 @@ def test_identity_publishes_the_key_file_address_and_the_documented_layout(
     assert identity["eip712"] == {
         "domain": {"name": "monitor-collector", "version": "1"},
         "types": published_types(),
-        "type_hashes": {"Weights": WEIGHTS_TYPE_HASH},
+        "type_hashes": {"Weights": WEIGHTS_TYPE_HASH, "Attestation": ATTESTATION_TYPE_HASH},
     }
-    assert list(identity["eip712"]["types"]) == ["EIP712Domain", "Weights", "EndpointWeight"]
+    assert list(identity["eip712"]["types"]) == [
+        "EIP712Domain",
+        "Weights",
+        "EndpointWeight",
+        *ATTESTATION_TYPES,
+    ]
     # docs/signing.md shows the same answer, but for the address and version.
     (documented,) = [json.loads(b) for b in _blocks("json") if '"monitor-collector"' in b]
     assert documented["eip712"] == identity["eip712"]
