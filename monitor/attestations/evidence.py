@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from monitor.attestations.merkle import hex_root
-from monitor.exceptions import BadSignature, MalformedRequest, MonitorError
+from monitor.exceptions import BadSignature, InvalidEvidence, MalformedRequest
 from monitor.ingest.service import batch_hash, parse_batch
 from monitor.signing.eip712 import verify_batch
 from monitor.sla.judge import MinuteVerdict, ProbeMinute, SlaFigures, SlaTargets, evaluate
@@ -21,14 +21,6 @@ from monitor.sla.service import longest_run
 
 MINUTE_MS = 60_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class InvalidEvidence(MonitorError):
-    """A batch that cannot count as evidence: not a batch, a signature that does not verify, a
-    signer that is not one of the given probes, or a probe's batch given twice."""
-
-    status_code = 409
-    code = "invalid_evidence"
 
 
 @dataclass(frozen=True)

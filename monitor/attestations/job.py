@@ -11,8 +11,9 @@ from eth_account.signers.local import LocalAccount
 from sqlalchemy import Engine, select
 
 from monitor.attestations.models import Attestation
-from monitor.attestations.service import NoEvidence, issue_attestation
+from monitor.attestations.service import issue_attestation
 from monitor.db.session import session_scope
+from monitor.exceptions import NoEvidence
 from monitor.sla.events import subjects
 
 log = logging.getLogger("monitor.attestations")

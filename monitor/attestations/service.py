@@ -21,7 +21,7 @@ from monitor.attestations.message import attestation_message
 from monitor.attestations.models import Attestation, AttestationBatch
 from monitor.attestations.schemas import AttestationOut, AttestationSummary, EvidenceOut
 from monitor.db.models import Batch, Probe, Result
-from monitor.exceptions import MalformedRequest, NotFound, RequestError
+from monitor.exceptions import MalformedRequest, NoEvidence, NotFound
 from monitor.signing.collector import attestation_typed_data, sign_typed
 from monitor.sla.penalties import policy_hash, recommend
 from monitor.sla.service import (
@@ -34,11 +34,6 @@ from monitor.sla.targets import subject_targets
 
 MAX_LIST = 1000
 BUNDLE_PAGE = 200
-
-
-class NoEvidence(RequestError):
-    status_code = 409
-    code = "no_evidence"
 
 
 def check_period(start: datetime, end: datetime, *, now: datetime) -> tuple[datetime, datetime]:

@@ -17,7 +17,7 @@ import httpx
 from eth_utils import keccak
 from pydantic import BaseModel, ValidationError
 
-from monitor.attestations.evidence import InvalidEvidence, evaluate_evidence
+from monitor.attestations.evidence import evaluate_evidence
 from monitor.attestations.merkle import hex_root
 from monitor.attestations.message import (
     AttestationMessage,
@@ -30,7 +30,7 @@ from monitor.attestations.message import (
     verdicts_struct,
 )
 from monitor.attestations.schemas import BundleOut
-from monitor.exceptions import BadSignature, ConfigError, MalformedRequest
+from monitor.exceptions import BadSignature, BundleError, InvalidEvidence, MalformedRequest
 from monitor.ingest.service import batch_hash, parse_batch
 from monitor.signing.collector import COLLECTOR_DOMAIN, SIGNED_TYPES, recover_signer
 from monitor.signing.eip712 import EIP712_DOMAIN_TYPE, verify_batch
@@ -38,12 +38,6 @@ from monitor.sla.penalties import PenaltyPolicy, recommend
 
 FETCH_TIMEOUT_S = 60.0
 MAX_UNIX_S = 253_402_300_799  # the end of year 9999, the last second a datetime holds
-
-
-class BundleError(ConfigError):
-    """The input is not a readable bundle (``monitor verify`` exits 2)."""
-
-    code = "bad_bundle"
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from monitor.attestations.service import (
     list_attestations,
 )
 from monitor.db.session import session_scope
-from monitor.exceptions import MalformedRequest, RequestError
+from monitor.exceptions import AdminDisabled, MalformedRequest, Unauthorized
 from monitor.ingest.views import read_body_capped
 
 router = APIRouter(tags=["attestations"])
@@ -40,16 +40,6 @@ router = APIRouter(tags=["attestations"])
 ATTESTATION_ID = PathParam(ge=1, le=2**63 - 1, description="the attestation's id")
 MAX_ISSUE_BODY = 4096
 _HASH = re.compile(r"0x[0-9a-fA-F]{64}")
-
-
-class AdminDisabled(RequestError):
-    status_code = 403
-    code = "admin_disabled"
-
-
-class Unauthorized(RequestError):
-    status_code = 401
-    code = "unauthorized"
 
 
 def require_admin(request: Request) -> None:

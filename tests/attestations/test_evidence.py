@@ -11,10 +11,11 @@ import pytest
 from eth_account import Account
 from sqlalchemy import Engine
 
-from monitor.attestations.evidence import Evidence, InvalidEvidence, evaluate_evidence
+from monitor.attestations.evidence import Evidence, evaluate_evidence
 from monitor.attestations.merkle import hex_root
 from monitor.attestations.message import figures_struct, verdicts_struct
 from monitor.db.session import session_scope
+from monitor.exceptions import InvalidEvidence
 from monitor.ingest.service import batch_hash, ingest_batch
 from monitor.signing.eip712 import sign_batch
 from monitor.sla.rollup import roll_up
