@@ -21,7 +21,7 @@ from monitor.db.session import make_engine
 from monitor.exceptions import MonitorError
 from monitor.identity.views import router as identity_router
 from monitor.ingest.views import router as ingest_router
-from monitor.metrics import metrics_registry
+from monitor.metrics import collector_metrics
 from monitor.metrics import router as metrics_router
 from monitor.operators.views import router as operators_router
 from monitor.registry.views import router as registry_router
@@ -30,6 +30,7 @@ from monitor.scoring.views import router as scoring_router
 from monitor.settings import Settings, parse_window
 from monitor.signing.collector import service_account
 from monitor.sla.views import router as sla_router
+from monitor.status.views import router as status_router
 
 log = logging.getLogger("monitor.app")
 
@@ -46,7 +47,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler = (
-            start_scheduler(app.state.engine, settings, app.state.service_account)
+            start_scheduler(
+                app.state.engine,
+                settings,
+                app.state.service_account,
+                metrics=app.state.instruments.jobs,
+            )
             if scoring
             else None
         )
@@ -68,7 +74,9 @@ def create_app(
     app.state.engine = engine or make_engine(settings.database_url)
     app.state.service_account = service_account(settings.service_key_file)
     app.state.weights_signatures = {}  # (chain, window, run id) -> signature; see scoring.views
-    app.state.metrics = metrics_registry(app.state.engine, parse_window(settings.windows[0]))
+    # GET /metrics serves app.state.metrics; the ingest view and the jobs update the instruments.
+    app.state.instruments = collector_metrics(app.state.engine, parse_window(settings.windows[0]))
+    app.state.metrics = app.state.instruments.registry
 
     @app.exception_handler(MonitorError)
     async def monitor_error(_: Request, exc: MonitorError) -> JSONResponse:
@@ -134,6 +142,7 @@ def create_app(
         sla_router,
         attestations_router,
         metrics_router,
+        status_router,
     )
     for router in routers:
         app.include_router(router)

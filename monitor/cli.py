@@ -102,6 +102,8 @@ def cmd_probe(args: argparse.Namespace) -> None:
         interval="interval_s",
         timeout="rpc_timeout_s",
         concurrency="concurrency",
+        metrics_port="probe_metrics_port",
+        metrics_host="probe_metrics_host",
     )
     asyncio.run(run_probe(settings))
 
@@ -206,6 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, help="seconds between rounds (default 10)")
     p.add_argument("--timeout", type=float, help="per-request timeout in seconds (default 5)")
     p.add_argument("--concurrency", type=int, help="requests in flight at most (default 256)")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus /metrics on this port (env MONITOR_PROBE_METRICS_PORT; "
+        "default: off; 0: any free port, logged)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        help="address the metrics port listens on (env MONITOR_PROBE_METRICS_HOST; "
+        "default 127.0.0.1)",
+    )
 
     from monitor import simnet
 

@@ -269,6 +269,7 @@ def run_demo(*, workdir: Path, duration_s: float | None = None, check: bool = Fa
         print(f"API docs: {api}/docs   weights: {api}/v1/weights?chain_id={simnet.DEMO_CHAIN_ID}")
         print(f"SLA this month: {api}/v1/sla/alpha   uptime: {api}/v1/uptime/bravo")
         print(f"badge: {api}/v1/badges/alpha/uptime/24h.svg   breach events: {api}/v1/events")
+        print(f"status page: {api}/")
         print("Ctrl-C stops everything.\n", flush=True)
         started = time.monotonic()
         while not _done(started, duration_s, check, first_data):

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     rpc_timeout_s: float = Field(5.0, gt=0)
     concurrency: int = Field(256, ge=1)
     max_response_bytes: int = Field(1024 * 1024, gt=0)
+    # The probe's own /metrics (docs/metrics.md): off unless a port is set (0: any free port).
+    probe_metrics_port: int | None = Field(None, ge=0, le=65535)
+    probe_metrics_host: str = "127.0.0.1"
 
 
 def parse_window(text: str) -> int:

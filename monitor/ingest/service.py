@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from eth_utils import keccak
@@ -16,7 +18,7 @@ from monitor.exceptions import (
     MalformedRequest,
     PayloadTooLarge,
 )
-from monitor.ingest.schemas import BatchAck, SignedBatch
+from monitor.ingest.schemas import BatchAck, ProbeResult, SignedBatch
 from monitor.registry.service import require_active_probe
 from monitor.signing.eip712 import verify_batch
 
@@ -45,11 +47,29 @@ def _ms(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1000, tz=UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """What :func:`store_batch` did: the acknowledgement, and the results it stored (none for a
+    duplicate), for the caller's metrics once the transaction has committed."""
+
+    ack: BatchAck
+    results: Sequence[ProbeResult]
+
+
 def ingest_batch(
     session: Session, *, body: bytes, now: datetime, clock_skew: timedelta, max_results: int
 ) -> BatchAck:
     """Verify and store ``body`` (the raw JSON). Raises a RequestError and writes nothing on any
     problem; an exact resend of a stored batch is acknowledged with ``duplicate=True``."""
+    return store_batch(
+        session, body=body, now=now, clock_skew=clock_skew, max_results=max_results
+    ).ack
+
+
+def store_batch(
+    session: Session, *, body: bytes, now: datetime, clock_skew: timedelta, max_results: int
+) -> Ingested:
+    """:func:`ingest_batch`, returning the stored results as well."""
     batch = parse_batch(body)
     message = batch.message
     if len(batch.results) > max_results:
@@ -74,12 +94,13 @@ def ingest_batch(
     )
     if existing is not None:
         if existing.results_hash == message.resultsHash and existing.signature == signature:
-            return BatchAck(
+            ack = BatchAck(
                 batch_id=message.batchId,
                 probe=signer,
                 results=existing.result_count,
                 duplicate=True,
             )
+            return Ingested(ack, ())
         raise BatchConflict(f"batch {message.batchId} was already stored with other content")
 
     endpoint_ids = {r.endpoint_id for r in batch.results}
@@ -146,4 +167,5 @@ def ingest_batch(
         for row in rows:
             row["batch_id"] = stored.id
         session.execute(insert(Result), rows)
-    return BatchAck(batch_id=message.batchId, probe=signer, results=len(rows), duplicate=False)
+    ack = BatchAck(batch_id=message.batchId, probe=signer, results=len(rows), duplicate=False)
+    return Ingested(ack, batch.results)

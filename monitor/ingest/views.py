@@ -1,17 +1,19 @@
-"""POST /v1/batches: thin; the body is read with a size cap, the rest is the service's."""
+"""POST /v1/batches: thin; the body is read with a size cap, the rest is the service's. Each
+request is counted (monitor.metrics.IngestMetrics): stored once committed, refused by its code."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Request
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from monitor.db.session import session_scope
-from monitor.exceptions import PayloadTooLarge
+from monitor.exceptions import MonitorError, PayloadTooLarge
 from monitor.ingest.schemas import BatchAck
-from monitor.ingest.service import ingest_batch
+from monitor.ingest.service import Ingested, store_batch
+from monitor.metrics import IngestMetrics
 
 router = APIRouter(tags=["ingest"])
 
@@ -43,12 +45,30 @@ async def read_body_capped(request: Request, limit: int) -> bytes:
     },
 )
 async def post_batch(request: Request) -> BatchAck:
+    metrics: IngestMetrics = request.app.state.instruments.ingest
+    with metrics.duration.time():
+        try:
+            ingested = await _ingest(request)
+        except MonitorError as exc:
+            metrics.refused(exc.code)
+            raise
+        except (OperationalError, InterfaceError):  # the app answers 503 database_unavailable
+            metrics.refused("database_unavailable")
+            raise
+        except Exception:  # the app answers 500 internal_error
+            metrics.refused("internal_error")
+            raise
+        metrics.stored(ingested)  # committed: counted once, whatever raced
+        return ingested.ack
+
+
+async def _ingest(request: Request) -> Ingested:
     settings = request.app.state.settings
     body = await read_body_capped(request, settings.max_body_bytes)
 
-    def store() -> BatchAck:
+    def store() -> Ingested:
         with session_scope(request.app.state.engine) as session:
-            return ingest_batch(
+            return store_batch(
                 session,
                 body=body,
                 now=datetime.now(UTC),

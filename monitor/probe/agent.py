@@ -12,6 +12,8 @@ import contextlib
 import logging
 import random
 import signal
+import time
+from collections import Counter
 from datetime import UTC, datetime
 
 import httpx
@@ -19,8 +21,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from eth_account.signers.local import LocalAccount
 
 from monitor.checks.base import ChainMemory
+from monitor.exceptions import ConfigError
+from monitor.probe.metrics import MetricsServer, ProbeMetrics
 from monitor.probe.outbox import Outbox
-from monitor.probe.rounds import run_round
+from monitor.probe.rounds import CheckOutcomes, run_round
 from monitor.probe.targets import Targets
 from monitor.rpc import RpcClient
 from monitor.settings import Settings
@@ -31,7 +35,7 @@ log = logging.getLogger("monitor.probe")
 
 TARGETS_PATH = "/v1/targets"
 BATCHES_PATH = "/v1/batches"
-MAX_BACKOFF_S = 30.0  # a collector back from an outage hears from every probe within ~36 s
+MAX_BACKOFF_S = 15.0  # a collector back from an outage hears from every probe within ~18 s
 
 
 # Refusals that a later attempt can overcome: the probe's clock ran ahead, or the registry that
@@ -53,11 +57,26 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def _duplicate(response: httpx.Response) -> bool:
+    try:
+        return response.json()["duplicate"] is True
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 class ProbeAgent:
-    def __init__(self, *, settings: Settings, account: LocalAccount, outbox: Outbox) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        account: LocalAccount,
+        outbox: Outbox,
+        metrics: ProbeMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.account = account
         self.outbox = outbox
+        self.metrics = metrics or ProbeMetrics(outbox=outbox.path)
         self.targets: Targets | None = None
         limits = httpx.Limits(
             max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
@@ -105,12 +124,20 @@ class ProbeAgent:
                 log.warning("round skipped: no targets yet")
                 return None
             assert self.targets is not None
+            outcomes: CheckOutcomes = Counter()
+            started = time.perf_counter()
             results = await run_round(
-                self.targets, rpc=self._rpc, semaphore=self._semaphore, memory=self._memory
+                self.targets,
+                rpc=self._rpc,
+                semaphore=self._semaphore,
+                memory=self._memory,
+                outcomes=outcomes,
             )
+            duration_s = time.perf_counter() - started
             batch = sign_batch(self.account, results)
             # Queued before any attempt to send: from here on the round cannot be lost.
             self.outbox.put(batch.message.batchId, batch.model_dump_json().encode())
+            self.metrics.round_done(duration_s=duration_s, results=results, outcomes=outcomes)
         except asyncio.CancelledError:
             self._absorb_stop("round")
             return None
@@ -152,17 +179,22 @@ class ProbeAgent:
                 except httpx.HTTPError as exc:
                     log.info("delivery: collector unreachable (%s)", _describe(exc))
                     self.outbox.attempted(item.batch_id)
+                    self.metrics.deliveries.labels("retry").inc()
                     return False
                 status = response.status_code
                 if status == 200:
                     self.outbox.acknowledge(item.batch_id)
+                    outcome = "duplicate" if _duplicate(response) else "accepted"
+                    self.metrics.deliveries.labels(outcome).inc()
                 elif _worth_retrying(response):
                     log.warning("delivery: HTTP %s %s; will retry", status, response.text[:300])
                     self.outbox.attempted(item.batch_id)
+                    self.metrics.deliveries.labels("retry").inc()
                     return False
                 else:  # refused for good: keep it on disk, out of the queue's way
                     log.error("delivery: batch %s refused: %s", item.batch_id, response.text[:300])
                     self.outbox.reject(item.batch_id, status=status, reason=response.text[:2000])
+                    self.metrics.deliveries.labels("rejected").inc()
         return True
 
     async def delivery_loop(self) -> None:
@@ -195,6 +227,19 @@ async def run_probe(settings: Settings, *, stop: asyncio.Event | None = None) ->
     account = load_key(settings.key_file)
     outbox = Outbox(settings.key_file.with_name(settings.key_file.name + ".outbox.sqlite"))
     agent = ProbeAgent(settings=settings, account=account, outbox=outbox)
+    metrics_server = None
+    if settings.probe_metrics_port is not None:
+        try:
+            metrics_server = MetricsServer(
+                agent.metrics.registry,
+                host=settings.probe_metrics_host,
+                port=settings.probe_metrics_port,
+            )
+        except ConfigError:
+            await agent.aclose()
+            outbox.close()
+            raise
+        log.info("probe metrics on %s", metrics_server.url)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -239,5 +284,7 @@ async def run_probe(settings: Settings, *, stop: asyncio.Event | None = None) ->
         delivery.cancel()
         await asyncio.wait({delivery}, timeout=5.0)
         await agent.aclose()
+        if metrics_server is not None:
+            await asyncio.to_thread(metrics_server.stop)  # its port is closed on return
         log.info("probe stopped; %d batches left in the outbox", outbox.depth())
         outbox.close()

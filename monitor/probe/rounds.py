@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 
 from pydantic import ValidationError
@@ -46,6 +47,37 @@ def carry_verdicts(round_: ChainRound, verdicts: dict[int, str]) -> None:
             obs.error = verdict
 
 
+# What one check run made of an endpoint it examined (monitor_probe_checks_total's outcome).
+CHECK_OUTCOMES = ("ok", "unavailable", "incorrect", "stale")
+CheckOutcomes = Counter[tuple[str, str]]  # (check name, outcome) -> endpoints
+
+
+def check_outcome(obs: Observation, error_before: str | None) -> str:
+    """The verdict of the check that just ran on an endpoint that was usable before it."""
+    if not obs.ok:
+        return "unavailable"
+    if obs.correct is False:
+        return "incorrect"
+    if obs.error != error_before:  # a stale verdict: syncing, stalled
+        return "stale"
+    return "ok"
+
+
+async def run_check(
+    name: str,
+    check: Check,
+    config: CheckConfig,
+    round_: ChainRound,
+    outcomes: CheckOutcomes | None,
+) -> None:
+    """Run one check; with ``outcomes``, tally its verdict on each endpoint it could examine."""
+    examined = [(obs, obs.error) for obs in round_.usable()]
+    await check.fn(round_, config)
+    if outcomes is not None:
+        for obs, error_before in examined:
+            outcomes[(name, check_outcome(obs, error_before))] += 1
+
+
 async def run_chain(
     chain: ChainTarget,
     *,
@@ -53,6 +85,7 @@ async def run_chain(
     semaphore: asyncio.Semaphore,
     checks: Mapping[str, Check] = CHECKS,
     memory: ChainMemory | None = None,
+    outcomes: CheckOutcomes | None = None,
 ) -> list[ProbeResult]:
     started_ms = time.time_ns() // 1_000_000
     round_ = ChainRound(
@@ -66,7 +99,7 @@ async def run_chain(
     for name, check in checks.items():
         config = due_config(name, check, chain, round_.memory, now_s)
         if config is not None:
-            await check.fn(round_, config)
+            await run_check(name, check, config, round_, outcomes)
         else:
             carry_verdicts(round_, round_.memory.verdicts.get(name, {}))
     round_.memory.reference_head = round_.reference_head
@@ -80,8 +113,10 @@ async def run_round(
     semaphore: asyncio.Semaphore,
     checks: Mapping[str, Check] = CHECKS,
     memory: dict[int, ChainMemory] | None = None,
+    outcomes: CheckOutcomes | None = None,
 ) -> list[ProbeResult]:
-    """``memory`` (chain id -> ChainMemory) carries cadence and head history across rounds."""
+    """``memory`` (chain id -> ChainMemory) carries cadence and head history across rounds;
+    ``outcomes``, when given, tallies each check's verdicts (see :func:`run_check`)."""
     memory = memory if memory is not None else {}
     per_chain = await asyncio.gather(
         *(
@@ -91,6 +126,7 @@ async def run_round(
                 semaphore=semaphore,
                 checks=checks,
                 memory=memory.setdefault(chain.chain_id, ChainMemory()),
+                outcomes=outcomes,
             )
             for chain in targets.chains
         ),

@@ -4,7 +4,9 @@ the SLA's jobs (monitor.sla.job) share its scheduler."""
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from eth_account.signers.local import LocalAccount
@@ -16,29 +18,45 @@ from monitor.scoring.service import RunSummary, score_all
 from monitor.settings import Settings, parse_window
 from monitor.sla.job import add_sla_jobs
 
+if TYPE_CHECKING:
+    from monitor.metrics import JobMetrics
+
 log = logging.getLogger("monitor.scoring")
 
 
 def run_scoring(
-    engine: Engine, settings: Settings, *, as_of: datetime | None = None
+    engine: Engine,
+    settings: Settings,
+    *,
+    as_of: datetime | None = None,
+    metrics: JobMetrics | None = None,
 ) -> list[RunSummary]:
+    """Score every active chain and window; a completed run's duration goes to ``metrics``."""
     as_of = as_of or datetime.now(UTC)
+    started = time.perf_counter()
     with session_scope(engine) as session:
-        return score_all(
+        summaries = score_all(
             session,
             windows_s=[parse_window(w) for w in settings.windows],
             as_of=as_of,
         )
+    if metrics is not None:
+        metrics.scoring_duration.observe(time.perf_counter() - started)
+    return summaries
 
 
 def start_scheduler(
-    engine: Engine, settings: Settings, account: LocalAccount
+    engine: Engine,
+    settings: Settings,
+    account: LocalAccount,
+    *,
+    metrics: JobMetrics | None = None,
 ) -> BackgroundScheduler:
     """A thread beside the API; a run that overruns is skipped, never stacked."""
 
     def tick() -> None:
         try:
-            summaries = run_scoring(engine, settings)
+            summaries = run_scoring(engine, settings, metrics=metrics)
             log.debug("scored %d chain-windows", len(summaries))
         except (OperationalError, InterfaceError) as exc:  # database down: expected, retried
             log.warning("scoring skipped: database unavailable (%s)", type(exc).__name__)
@@ -55,6 +73,6 @@ def start_scheduler(
         coalesce=True,
         id="scoring",
     )
-    add_sla_jobs(scheduler, engine, settings, account)
+    add_sla_jobs(scheduler, engine, settings, account, metrics=metrics)
     scheduler.start()
     return scheduler

@@ -6,8 +6,10 @@ job skips a run rather than stacking, and survives a database outage."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import httpx
 from apscheduler.schedulers.base import BaseScheduler
@@ -23,16 +25,26 @@ from monitor.sla.retention import RetentionSummary, enforce_retention
 from monitor.sla.rollup import roll_up
 from monitor.sla.webhook import deliver_pending
 
+if TYPE_CHECKING:
+    from monitor.metrics import JobMetrics
+
 log = logging.getLogger("monitor.sla")
 
 MAX_ROLLUP_RUNS = 50  # per tick: a large backlog is caught up over several ticks
 WEBHOOK_INTERVAL_S = 5.0
 
 
-def run_rollups(engine: Engine, settings: Settings, *, now: datetime | None = None) -> int:
+def run_rollups(
+    engine: Engine,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    metrics: JobMetrics | None = None,
+) -> int:
     """Roll up what has arrived (bounded), then open and close breach events; returns the
-    number of batches rolled up."""
+    number of batches rolled up (and counts them, with the run's duration, in ``metrics``)."""
     now = now or datetime.now(UTC)
+    started = time.perf_counter()
     total = 0
     for _ in range(MAX_ROLLUP_RUNS):
         with session_scope(engine) as session:
@@ -47,16 +59,28 @@ def run_rollups(engine: Engine, settings: Settings, *, now: datetime | None = No
             window=timedelta(seconds=settings.breach_window_s),
             webhook=settings.webhook_url is not None,
         )
+    if metrics is not None:
+        metrics.rollup_duration.observe(time.perf_counter() - started)
+        metrics.rollup_batches.inc(total)
     return total
 
 
-def run_webhooks(engine: Engine, settings: Settings, *, now: datetime | None = None) -> None:
+def run_webhooks(
+    engine: Engine,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    metrics: JobMetrics | None = None,
+) -> None:
     if settings.webhook_url is None:
         return
     with httpx.Client(timeout=settings.webhook_timeout_s) as client:
-        deliver_pending(
+        delivered, failed = deliver_pending(
             engine, url=settings.webhook_url, client=client, now=now or datetime.now(UTC)
         )
+    if metrics is not None:
+        metrics.webhook_deliveries.labels("delivered").inc(delivered)
+        metrics.webhook_deliveries.labels("failed").inc(failed)
 
 
 def run_retention(
@@ -85,7 +109,12 @@ def _guarded(name: str, work: Callable[[], object]) -> Callable[[], None]:
 
 
 def add_sla_jobs(
-    scheduler: BaseScheduler, engine: Engine, settings: Settings, account: LocalAccount
+    scheduler: BaseScheduler,
+    engine: Engine,
+    settings: Settings,
+    account: LocalAccount,
+    *,
+    metrics: JobMetrics | None = None,
 ) -> None:
     def attest() -> None:
         attest_previous_day(
@@ -96,13 +125,23 @@ def add_sla_jobs(
         )
 
     jobs: list[tuple[str, float, Callable[[], object]]] = [
-        ("rollups", settings.rollup_interval_s, lambda: run_rollups(engine, settings)),
+        (
+            "rollups",
+            settings.rollup_interval_s,
+            lambda: run_rollups(engine, settings, metrics=metrics),
+        ),
         ("retention", 3600.0, lambda: run_retention(engine, settings)),
     ]
     if settings.attest_daily:
         jobs.append(("attestations", 600.0, attest))
     if settings.webhook_url is not None:
-        jobs.append(("webhooks", WEBHOOK_INTERVAL_S, lambda: run_webhooks(engine, settings)))
+        jobs.append(
+            (
+                "webhooks",
+                WEBHOOK_INTERVAL_S,
+                lambda: run_webhooks(engine, settings, metrics=metrics),
+            )
+        )
     for name, seconds, work in jobs:
         scheduler.add_job(
             _guarded(name, work),
