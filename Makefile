@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ANVIL := tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 
-.PHONY: demo test check clean
+.PHONY: demo test check clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ check: $(STAMP)
 	$(BIN)/ruff check monitor tests migrations bench
 	$(BIN)/ruff format --check monitor tests migrations bench
 	$(BIN)/mypy
+
+# Every benchmark in sequence (bench/README.md); figures in docs/performance.md.
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

@@ -25,6 +25,7 @@ from monitor.metrics import collector_metrics
 from monitor.metrics import router as metrics_router
 from monitor.operators.views import router as operators_router
 from monitor.registry.views import router as registry_router
+from monitor.scoring.answers import AnswerCache
 from monitor.scoring.job import start_scheduler
 from monitor.scoring.views import router as scoring_router
 from monitor.settings import Settings, parse_window
@@ -74,6 +75,7 @@ def create_app(
     app.state.engine = engine or make_engine(settings.database_url)
     app.state.service_account = service_account(settings.service_key_file)
     app.state.weights_signatures = {}  # (chain, window, run id) -> signature; see scoring.views
+    app.state.answers = AnswerCache(settings.answers_ttl_s)  # /v1/scores, /v1/weights bytes
     # GET /metrics serves app.state.metrics; the ingest view and the jobs update the instruments.
     app.state.instruments = collector_metrics(app.state.engine, parse_window(settings.windows[0]))
     app.state.metrics = app.state.instruments.registry

@@ -1,6 +1,11 @@
 """JSON-RPC over httpx, for probing operators: a hard time limit, a response size cap, and one
 classification of every failure — unavailable (timeout, transport, HTTP status, JSON-RPC error) or
-malformed (anything that is not a valid answer). See monitor.exceptions."""
+malformed (anything that is not a valid answer). See monitor.exceptions.
+
+The probe's client (:func:`operator_client`) keeps httpx's API on aiohttp's connection pool
+(httpx-aiohttp): httpcore's pool scans every connection for every request, which with thousands
+of endpoints (one origin each) costs more than the checks themselves (docs/performance.md).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ import re
 import time
 from typing import Any
 
+import aiohttp
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from monitor.exceptions import RpcMalformed, RpcTooLarge, RpcUnavailable
 
@@ -56,6 +63,22 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def operator_client(*, concurrency: int, timeout_s: float) -> httpx.AsyncClient:
+    """The shared client for operators' endpoints: at most ``concurrency`` connections, kept
+    alive between calls, no redirects followed."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return httpx.AsyncClient(
+        transport=AiohttpTransport(limits=limits), timeout=timeout_s, follow_redirects=False
+    )
+
+
+def _is_timeout(exc: httpx.TimeoutException) -> bool:
+    """httpx-aiohttp maps every aiohttp connection error (refused, reset, closed early) to
+    ``httpx.ConnectTimeout``; only a real time limit is a timeout here."""
+    cause = exc.__cause__
+    return not isinstance(cause, aiohttp.ClientError) or isinstance(cause, TimeoutError)
+
+
 class RpcClient:
     """Calls one JSON-RPC method at a time over a shared ``httpx.AsyncClient``."""
 
@@ -83,7 +106,11 @@ class RpcClient:
             raise RpcUnavailable(
                 f"{method}: no answer within {self._timeout_s:g} s", kind="timeout"
             ) from None
-        except httpx.TimeoutException:
+        except httpx.TimeoutException as exc:
+            if not _is_timeout(exc):
+                raise RpcUnavailable(
+                    f"{method}: {type(exc.__cause__).__name__}: {exc}", kind="transport"
+                ) from None
             raise RpcUnavailable(f"{method}: timed out", kind="timeout") from None
         except httpx.HTTPError as exc:
             raise RpcUnavailable(

@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     scoring_interval_s: float = Field(15.0, gt=0)
     # Windows the scoring job precomputes; the first one is the default and drives /v1/weights.
     windows: list[str] = ["5m", "1h"]
+    # /v1/scores and /v1/weights answers are served from memory and checked against the database
+    # (a newer run? chain deactivated?) at most this often; this process's own changes show at
+    # once (monitor.scoring.answers). 0: check on every request.
+    answers_ttl_s: float = Field(1.0, ge=0)
 
     @field_validator("windows")
     @classmethod

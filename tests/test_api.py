@@ -14,15 +14,17 @@ import pytest
 import yaml
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select, update
 
 from monitor.app import create_app
-from monitor.db.models import Endpoint
+from monitor.db.models import Chain, Endpoint
 from monitor.db.session import make_engine, session_scope
 from monitor.ingest.schemas import ProbeResult
 from monitor.registry.apply import apply_registry
 from monitor.registry.schema import load_registry
+from monitor.scoring.answers import AnswerCache
 from monitor.scoring.job import run_scoring
+from monitor.scoring.schemas import ScoresOut, WeightsOut
 from monitor.serving import ServerThread
 from monitor.settings import Settings
 from monitor.signing.eip712 import auth_headers, sign_batch
@@ -437,3 +439,74 @@ def test_scores_and_weights_refusals(collector: ServerThread, network: Network) 
     assert_error(
         get(url, "/v1/scores", params={"chain_id": 999, "window": "7d"}), 400, "unknown_window"
     )
+
+
+def test_scores_and_weights_are_served_from_memory_per_run(
+    collector: ServerThread, network: Network, engine: Engine, settings: Settings
+) -> None:
+    """Answers are kept as bytes per scoring run (monitor.scoring.answers): served with no query
+    while fresh, identical when rebuilt, renewed at once by this process's own changes and within
+    the TTL by another process's."""
+    url = collector.url
+    chain = {"chain_id": network.chain_id}
+    answers: AnswerCache = collector.app.state.answers
+    deliver_rounds(url, engine, network)
+    run_scoring(engine, settings)
+
+    first = {p: get(url, p, params=chain) for p in ("/v1/scores", "/v1/weights")}
+    for path, response in first.items():
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/json"
+        schema = ScoresOut if path == "/v1/scores" else WeightsOut
+        assert schema.model_validate_json(response.content).model_dump(mode="json") == (
+            response.json()
+        )
+    assert len(answers) == 2
+
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    answers.ttl_s = 60.0
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for path, response in first.items():  # fresh: from memory, no query at all
+            assert get(url, path, params=chain).content == response.content
+        assert statements == []
+        answers.ttl_s = 0.0  # checked on every request: one query, the same bytes
+        for path, response in first.items():
+            assert get(url, path, params=chain).content == response.content
+        assert len(statements) == 2, statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    answers.clear()  # rebuilt from the database: byte for byte the same answers
+    for path, response in first.items():
+        assert get(url, path, params=chain).content == response.content
+
+    # This process's scoring run shows at once, whatever the TTL.
+    answers.ttl_s = 60.0
+    get(url, "/v1/weights", params=chain)
+    run_scoring(engine, settings)
+    newer = get(url, "/v1/weights", params=chain).json()
+    assert newer["as_of_ms"] > first["/v1/weights"].json()["as_of_ms"]
+
+    # Another process's change (no ORM session here) shows once the TTL has passed.
+    with engine.begin() as connection:
+        connection.execute(
+            update(Chain).where(Chain.chain_id == network.chain_id).values(active=False)
+        )
+    assert get(url, "/v1/weights", params=chain).json() == newer  # within the TTL
+    answers.ttl_s = 0.0
+    for path in first:
+        assert_error(get(url, path, params=chain), 404, "unknown_chain")
+
+    # This process's registry change shows at once.
+    answers.ttl_s = 60.0
+    with session_scope(engine) as session:
+        session.get_one(Chain, network.chain_id).active = True
+    assert get(url, "/v1/weights", params=chain).json() == newer
+    with session_scope(engine) as session:
+        session.get_one(Chain, network.chain_id).active = False
+    for path in first:
+        assert_error(get(url, path, params=chain), 404, "unknown_chain")

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from monitor.exceptions import RpcError, RpcMalformed, RpcUnavailable
-from monitor.rpc import RpcClient, parse_hash, parse_quantity
+from monitor.rpc import RpcClient, operator_client, parse_hash, parse_quantity
 from monitor.serving import ServerThread
 
 TIMEOUT_S = 0.5
@@ -200,6 +200,26 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/"
 
 
+# Every answer and failure is classified the same on the probe's client (httpx's API on aiohttp's
+# pool, monitor.rpc.operator_client) and on httpx's own transport.
+CLIENTS = {
+    "operator_client": lambda timeout_s: operator_client(concurrency=16, timeout_s=timeout_s),
+    "httpx": lambda timeout_s: httpx.AsyncClient(timeout=timeout_s),
+}
+_client = ["operator_client"]
+
+
+@pytest.fixture(autouse=True, params=sorted(CLIENTS))
+def client_kind(request: pytest.FixtureRequest) -> Iterator[str]:
+    _client[0] = request.param
+    yield request.param
+    _client[0] = "operator_client"
+
+
+def make_client(timeout_s: float) -> httpx.AsyncClient:
+    return CLIENTS[_client[0]](timeout_s)
+
+
 async def _call(
     url: str,
     *,
@@ -208,7 +228,7 @@ async def _call(
     max_bytes: int = MAX_BYTES,
 ) -> tuple[Any, int]:
     # httpx's own per-phase timeout is generous, so the whole-exchange limit is RpcClient's.
-    async with httpx.AsyncClient(timeout=httpx_timeout_s) as client:
+    async with make_client(httpx_timeout_s) as client:
         rpc = RpcClient(client, timeout_s=timeout_s, max_response_bytes=max_bytes)
         return await rpc.call(url, "eth_blockNumber", [])
 
@@ -240,7 +260,7 @@ def test_null_result_is_a_result(server: ServerThread) -> None:
 
 def test_consecutive_calls_on_one_client_use_fresh_ids(server: ServerThread) -> None:
     async def twice() -> list[Any]:
-        async with httpx.AsyncClient(timeout=5.0) as client:
+        async with make_client(5.0) as client:
             rpc = RpcClient(client, timeout_s=TIMEOUT_S, max_response_bytes=MAX_BYTES)
             return [await rpc.call(f"{server.url}/good", "eth_chainId", []) for _ in range(3)]
 
@@ -497,7 +517,7 @@ def test_result_of_the_wrong_type_is_malformed_when_parsed(server: ServerThread)
     """The client returns any ``result``; the check's parser refuses a number for a quantity."""
 
     async def call() -> Any:
-        async with httpx.AsyncClient() as client:
+        async with make_client(5.0) as client:
             rpc = RpcClient(client, timeout_s=2, max_response_bytes=4096)
             result, _ = await rpc.call(f"{server.url}/wrong_result_type", "eth_blockNumber", [])
             return result

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from eth_utils import keccak
 from pydantic import ValidationError
-from sqlalchemy import insert, select
+from sqlalchemy import ARRAY, BigInteger, any_, bindparam, insert, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from monitor.db.models import Batch, Endpoint, Result
@@ -26,6 +28,27 @@ from monitor.signing.eip712 import verify_batch
 # may not follow it beyond a little clock jitter inside one process.
 MAX_ROUND_SPAN = timedelta(hours=1)
 OBSERVED_AFTER_CREATED_TOLERANCE = timedelta(seconds=2)
+
+# The results columns a batch fills, in the order of the rows built below (COPY's column list).
+RESULT_COLUMNS = (
+    "batch_id",
+    "probe_id",
+    "endpoint_id",
+    "operator_id",
+    "chain_id",
+    "observed_at",
+    "ok",
+    "error",
+    "latency_ms",
+    "head",
+    "reference_head",
+    "lag_blocks",
+    "lag_seconds",
+    "check_height",
+    "block_hash",
+    "correct",
+)
+_COPY_RESULTS = f"COPY {Result.__tablename__} ({', '.join(RESULT_COLUMNS)}) FROM STDIN"
 
 
 def batch_hash(body: bytes) -> str:
@@ -103,21 +126,18 @@ def store_batch(
             return Ingested(ack, ())
         raise BatchConflict(f"batch {message.batchId} was already stored with other content")
 
-    endpoint_ids = {r.endpoint_id for r in batch.results}
-    endpoints = {
-        e.id: e for e in session.scalars(select(Endpoint).where(Endpoint.id.in_(endpoint_ids)))
-    }
-    rows = []
+    owners = _owners(session, {r.endpoint_id for r in batch.results})
+    rows: list[tuple[Any, ...]] = []  # RESULT_COLUMNS but the first (batch_id)
     for i, r in enumerate(batch.results):
-        endpoint = endpoints.get(r.endpoint_id)
-        if endpoint is None:
+        owner = owners.get(r.endpoint_id)
+        if owner is None:
             raise MalformedRequest(
                 f"results[{i}]: endpoint {r.endpoint_id} is unknown", code="unknown_endpoint"
             )
-        if (endpoint.operator_id, endpoint.chain_id) != (r.operator_id, r.chain_id):
+        if owner != (r.operator_id, r.chain_id):
             raise MalformedRequest(
                 f"results[{i}]: endpoint {r.endpoint_id} belongs to operator "
-                f"{endpoint.operator_id} on chain {endpoint.chain_id}",
+                f"{owner[0]} on chain {owner[1]}",
                 code="endpoint_mismatch",
             )
         observed_at = _ms(r.observed_at_ms)
@@ -131,23 +151,23 @@ def store_batch(
                 code="observed_at_inconsistent",
             )
         rows.append(
-            {
-                "probe_id": probe.id,
-                "endpoint_id": r.endpoint_id,
-                "operator_id": r.operator_id,
-                "chain_id": r.chain_id,
-                "observed_at": observed_at,
-                "ok": r.ok,
-                "error": r.error,
-                "latency_ms": None if r.latency_us is None else r.latency_us / 1000,
-                "head": r.head,
-                "reference_head": r.reference_head,
-                "lag_blocks": r.lag_blocks,
-                "lag_seconds": None if r.lag_ms is None else r.lag_ms / 1000,
-                "check_height": r.check_height,
-                "block_hash": r.block_hash,
-                "correct": r.correct,
-            }
+            (
+                probe.id,
+                r.endpoint_id,
+                r.operator_id,
+                r.chain_id,
+                observed_at,
+                r.ok,
+                r.error,
+                None if r.latency_us is None else r.latency_us / 1000,
+                r.head,
+                r.reference_head,
+                r.lag_blocks,
+                None if r.lag_ms is None else r.lag_ms / 1000,
+                r.check_height,
+                r.block_hash,
+                r.correct,
+            )
         )
 
     stored = Batch(
@@ -164,8 +184,42 @@ def store_batch(
     session.add(stored)
     session.flush()
     if rows:
-        for row in rows:
-            row["batch_id"] = stored.id
-        session.execute(insert(Result), rows)
+        _insert_results(session, [(stored.id, *row) for row in rows])
     ack = BatchAck(batch_id=message.batchId, probe=signer, results=len(rows), duplicate=False)
     return Ingested(ack, batch.results)
+
+
+def _owners(session: Session, endpoint_ids: set[int]) -> dict[int, tuple[str, int]]:
+    """Endpoint id -> (operator, chain) for those of ``endpoint_ids`` that exist. PostgreSQL gets
+    the ids as one array parameter: thousands of IN placeholders cost psycopg milliseconds of
+    query parsing per batch."""
+    if session.get_bind().dialect.name == "postgresql":
+        ids = bindparam("ids", sorted(endpoint_ids), type_=ARRAY(BigInteger))
+        condition = Endpoint.id == any_(ids)
+    else:
+        condition = Endpoint.id.in_(endpoint_ids)
+    query = select(Endpoint.id, Endpoint.operator_id, Endpoint.chain_id).where(condition)
+    return {row.id: (row.operator_id, row.chain_id) for row in session.execute(query)}
+
+
+def _insert_results(session: Session, rows: list[tuple[Any, ...]]) -> None:
+    """Rows of RESULT_COLUMNS into the session's transaction: on PostgreSQL (psycopg 3) with one
+    ``COPY ... FROM STDIN`` on the session's own connection, elsewhere (SQLite) with one
+    executemany. Either way nothing is kept unless the whole transaction commits."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql" and connection.dialect.driver == "psycopg":
+        import psycopg
+
+        driver: psycopg.Connection[Any] = connection.connection.driver_connection  # type: ignore[assignment]
+        try:
+            with driver.cursor() as cursor, cursor.copy(_COPY_RESULTS) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.Error as exc:
+            # As SQLAlchemy would have raised it: IntegrityError, OperationalError (503), ...
+            raise DBAPIError.instance(_COPY_RESULTS, None, exc, psycopg.Error) from exc
+        return
+    session.execute(
+        insert(Result.__table__),  # type: ignore[arg-type]
+        [dict(zip(RESULT_COLUMNS, row, strict=True)) for row in rows],
+    )

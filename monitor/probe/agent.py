@@ -26,7 +26,7 @@ from monitor.probe.metrics import MetricsServer, ProbeMetrics
 from monitor.probe.outbox import Outbox
 from monitor.probe.rounds import CheckOutcomes, run_round
 from monitor.probe.targets import Targets
-from monitor.rpc import RpcClient
+from monitor.rpc import RpcClient, operator_client
 from monitor.settings import Settings
 from monitor.signing.eip712 import auth_headers, sign_batch
 from monitor.signing.keys import load_key
@@ -78,11 +78,8 @@ class ProbeAgent:
         self.outbox = outbox
         self.metrics = metrics or ProbeMetrics(outbox=outbox.path)
         self.targets: Targets | None = None
-        limits = httpx.Limits(
-            max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
-        )
-        self._operators = httpx.AsyncClient(
-            limits=limits, timeout=settings.rpc_timeout_s, follow_redirects=False
+        self._operators = operator_client(
+            concurrency=settings.concurrency, timeout_s=settings.rpc_timeout_s
         )
         self._collector = httpx.AsyncClient(
             base_url=settings.collector_url.rstrip("/"), timeout=30.0

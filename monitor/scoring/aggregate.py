@@ -9,7 +9,7 @@ Two steps, both pure:
    probes observed.
 
 Arithmetic on the few values that decide a result (interpolation, means of two middle values) is
-done with :class:`fractions.Fraction` and rounded once, so results are exact where the answer is
+done exactly, in ratios of integers, and rounded once, so results are exact where the answer is
 representable and correctly rounded otherwise: ``percentile([1, 2, 3, 4], 50) == 2.5`` and a
 median is never outside ``[min, max]`` of its inputs.
 """
@@ -17,9 +17,8 @@ median is never outside ``[min, max]`` of its inputs.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from types import MappingProxyType
 
 __all__ = [
@@ -31,6 +30,8 @@ __all__ = [
     "median",
     "per_probe",
     "percentile",
+    "percentile_of_ranks",
+    "percentile_ranks",
 ]
 
 
@@ -67,6 +68,10 @@ class ProbeSamples:
     errors: Mapping[str, int] = field(default_factory=dict)  # error kind -> count
     latest_error: str | None = None  # the error kind of this probe's newest check, if any
     age_s: float | None = None  # how old this probe's newest check is at the evaluation time
+    # Instead of ``latencies_ms`` (when the database sorted them): how many there are, and the
+    # values at the ranks (0-based, ascending) that the p50 and p95 read (percentile_ranks).
+    latency_count: int = 0
+    latency_at_rank: Mapping[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 <= self.available <= self.total:
@@ -87,6 +92,16 @@ class ProbeSamples:
         object.__setattr__(self, "latencies_ms", latencies)
         object.__setattr__(self, "recent_lags_blocks", lags)
         object.__setattr__(self, "errors", _frozen_errors(self.errors))
+        at_rank = {int(k): float(v) for k, v in self.latency_at_rank.items()}
+        for x in at_rank.values():
+            _check_non_negative("latency_ms", x)
+        if latencies and self.latency_count:
+            raise ValueError("give latencies_ms or latency_count with latency_at_rank, not both")
+        if self.latency_count < 0 or any(
+            r not in at_rank for q in (50, 95) for r in percentile_ranks(self.latency_count, q)
+        ):
+            raise ValueError("latency_at_rank lacks a rank the percentiles read")
+        object.__setattr__(self, "latency_at_rank", MappingProxyType(at_rank))
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,15 +177,43 @@ def percentile(values: Iterable[float], q: float) -> float:
         raise ValueError("percentile of no values")
     if not all(math.isfinite(x) for x in xs):
         raise ValueError("percentile values must be finite")
+    return percentile_of_ranks(len(xs), q, xs.__getitem__)
+
+
+def percentile_ranks(n: int, q: float) -> tuple[int, ...]:
+    """The 0-based ranks in ascending order that the q-th percentile of n values reads: one, or
+    the two it interpolates between (none for n = 0). For q = 50 and q = 95 these are
+    ``(n - 1) // 2`` and ``(95 * (n - 1)) // 100``, and the next one up when it is not exact."""
+    if n <= 0:
+        return ()
+    lo, rest, _ = _position(n, q)
+    return (lo,) if rest == 0 else (lo, lo + 1)
+
+
+def _position(n: int, q: float) -> tuple[int, int, int]:
+    """h = q * (n - 1) / 100 exactly, as floor(h) and the fraction rest / scale (integers)."""
+    q_num, q_den = float(q).as_integer_ratio()
+    scale = q_den * 100
+    lo, rest = divmod(q_num * (n - 1), scale)
+    return lo, rest, scale
+
+
+def percentile_of_ranks(n: int, q: float, value_at: Callable[[int], float]) -> float:
+    """:func:`percentile` of n sorted values of which ``value_at(rank)`` gives those at
+    :func:`percentile_ranks` (all that it reads)."""
+    if n <= 0:
+        raise ValueError("percentile of no values")
     if not 0.0 <= q <= 100.0:  # also rejects NaN
         raise ValueError(f"q must be in [0, 100], got {q!r}")
-    h = Fraction(q) * (len(xs) - 1) / 100
-    lo = math.floor(h)
-    frac = h - lo
-    if frac == 0:
-        return xs[lo]
-    a, b = Fraction(xs[lo]), Fraction(xs[lo + 1])
-    return float(a + (b - a) * frac)
+    lo, rest, scale = _position(n, q)
+    if rest == 0:
+        return value_at(lo)
+    # a + (b - a) * rest / scale as one ratio of integers: int / int is correctly rounded, so
+    # this is the exact value rounded once (as float(Fraction) would be, without its cost)
+    a_num, a_den = float(value_at(lo)).as_integer_ratio()
+    b_num, b_den = float(value_at(lo + 1)).as_integer_ratio()
+    numerator = a_num * b_den * scale + (b_num * a_den - a_num * b_den) * rest
+    return numerator / (a_den * b_den * scale)
 
 
 def median(values: Iterable[float]) -> float:
@@ -189,10 +232,17 @@ def per_probe(samples: ProbeSamples) -> ProbeStats:
     latencies = s.latencies_ms
     judged = s.correct + s.incorrect
     lags = s.recent_lags_blocks
+    p50 = p95 = None
+    if latencies:
+        p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
+    elif s.latency_count:
+        at = s.latency_at_rank.__getitem__
+        p50 = percentile_of_ranks(s.latency_count, 50, at)
+        p95 = percentile_of_ranks(s.latency_count, 95, at)
     return ProbeStats(
         availability=s.available / s.total if s.total else None,
-        latency_p50_ms=percentile(latencies, 50) if latencies else None,
-        latency_p95_ms=percentile(latencies, 95) if latencies else None,
+        latency_p50_ms=p50,
+        latency_p95_ms=p95,
         # The median, not the mean: one check that raced a new block, or one spike, moves
         # nothing while the other recent checks agree.
         lag_blocks=median(lags) if lags else None,

@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, delete, func, insert, select
+from sqlalchemy import and_, case, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from monitor.db.models import Chain, Endpoint, Probe, ProbeScore, Result, ScoringRun
@@ -42,69 +42,135 @@ class RunSummary:
 def _window_samples(
     session: Session, *, chain_id: int, start: datetime, end: datetime, recent: int
 ) -> dict[int, dict[int, ProbeSamples]]:
-    """endpoint id -> probe id -> what that probe saw of it in [start, end)."""
+    """endpoint id -> probe id -> what that probe saw of it in [start, end).
+
+    One pass of window functions in SQL reads a few rows per (endpoint, probe), not one per
+    result: its newest check (with the pair's counts), its newest ``recent`` lags, and the
+    latencies at the ranks the p50 and p95 read (aggregate.percentile_ranks), from which the
+    percentiles are computed exactly as from all of them."""
     in_window = and_(
         Result.chain_id == chain_id, Result.observed_at >= start, Result.observed_at < end
     )
-    counts = session.execute(
-        select(
-            Result.endpoint_id,
-            Result.probe_id,
-            func.count(),
-            func.sum(case((Result.ok, 1), else_=0)),
-            func.sum(case((Result.correct.is_(True), 1), else_=0)),
-            func.sum(case((Result.correct.is_(False), 1), else_=0)),
-        )
-        .where(in_window)
-        .group_by(Result.endpoint_id, Result.probe_id)
-    ).all()
+    pair = (Result.endpoint_id, Result.probe_id)
     errors: dict[tuple[int, int], dict[str, int]] = defaultdict(dict)
     for endpoint_id, probe_id, error, n in session.execute(
-        select(Result.endpoint_id, Result.probe_id, Result.error, func.count())
+        select(*pair, Result.error, func.count())
         .where(in_window, Result.error.is_not(None))
-        .group_by(Result.endpoint_id, Result.probe_id, Result.error)
+        .group_by(*pair, Result.error)
     ):
         errors[(endpoint_id, probe_id)][error] = n
-    latencies: dict[tuple[int, int], list[float]] = defaultdict(list)
-    lags: dict[tuple[int, int], list[int]] = defaultdict(list)
-    newest: dict[tuple[int, int], tuple[datetime, str | None]] = {}
-    # Newest first (ties by id, so the order is stable): the first row of each pair is its
-    # newest check, and its first `recent` lags are the "now" lag.
-    for endpoint_id, probe_id, observed_at, ok, error, latency_ms, lag_blocks in session.execute(
+    # Newest first, ties by id (a stable order). A lag is one of an available check's; a
+    # latency too. Ranks among those (lag: newest first; latency: ascending, 0-based; ties are
+    # equal values, so any order among them gives the same percentiles).
+    newest_first = (Result.observed_at.desc(), Result.id.desc())
+    has_lag = and_(Result.ok.is_(True), Result.lag_blocks.is_not(None))
+    has_latency = and_(Result.ok.is_(True), Result.latency_ms.is_not(None))
+    ranked = (
         select(
-            Result.endpoint_id,
-            Result.probe_id,
+            *pair,
             Result.observed_at,
-            Result.ok,
             Result.error,
-            Result.latency_ms,
             Result.lag_blocks,
+            Result.latency_ms,
+            func.row_number().over(partition_by=pair, order_by=newest_first).label("newest"),
+            func.count().over(partition_by=pair).label("total"),
+            func.sum(case((Result.ok, 1), else_=0)).over(partition_by=pair).label("ok"),
+            func.sum(case((Result.correct.is_(True), 1), else_=0))
+            .over(partition_by=pair)
+            .label("correct"),
+            func.sum(case((Result.correct.is_(False), 1), else_=0))
+            .over(partition_by=pair)
+            .label("incorrect"),
+            case((has_lag, 1), else_=0).label("has_lag"),
+            func.row_number()
+            .over(partition_by=(*pair, has_lag), order_by=newest_first)
+            .label("lag_rank"),
+            case((has_latency, 1), else_=0).label("has_latency"),
+            (
+                func.row_number().over(
+                    partition_by=(*pair, has_latency), order_by=Result.latency_ms
+                )
+                - 1
+            ).label("latency_rank"),
+            func.count().over(partition_by=(*pair, has_latency)).label("latencies"),
         )
         .where(in_window)
-        .order_by(Result.observed_at.desc(), Result.id.desc())
-    ):
+        .subquery()
+    )
+    c = ranked.c
+    p50, p95 = (c.latencies - 1) // 2, (95 * (c.latencies - 1)) // 100  # percentile_ranks
+    wanted = or_(
+        c.newest == 1,
+        and_(c.has_lag == 1, c.lag_rank <= recent),
+        and_(
+            c.has_latency == 1,
+            or_(
+                c.latency_rank == p50,
+                c.latency_rank == p50 + 1,
+                c.latency_rank == p95,
+                c.latency_rank == p95 + 1,
+            ),
+        ),
+    )
+    heads: dict[tuple[int, int], tuple[datetime, str | None, int, int, int, int]] = {}
+    lags: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+    latency_count: dict[tuple[int, int], int] = {}
+    at_rank: dict[tuple[int, int], dict[int, float]] = defaultdict(dict)
+    newest = c.newest == 1
+    rows = session.execute(
+        select(
+            c.endpoint_id,
+            c.probe_id,
+            # only the newest check's time and pair counts are read: no others sent
+            case((newest, c.observed_at)),
+            case((newest, c.error)),
+            case((newest, c.total)),
+            case((newest, c.ok)),
+            case((newest, c.correct)),
+            case((newest, c.incorrect)),
+            case((and_(c.has_lag == 1, c.lag_rank <= recent), c.lag_rank)),
+            c.lag_blocks,
+            case((c.has_latency == 1, c.latency_rank)),
+            c.latencies,
+            c.latency_ms,
+        ).where(wanted)
+    ).tuples()
+    for (
+        endpoint_id,
+        probe_id,
+        observed_at,
+        error,
+        total,
+        ok,
+        correct,
+        incorrect,
+        lag_rank,
+        lag_blocks,
+        latency_rank,
+        latencies,
+        latency_ms,
+    ) in rows:
         key = (endpoint_id, probe_id)
-        newest.setdefault(key, (observed_at, error))
-        if not ok:
-            continue
-        if latency_ms is not None:
-            latencies[key].append(latency_ms)
-        if lag_blocks is not None and len(lags[key]) < recent:
-            lags[key].append(lag_blocks)
+        if observed_at is not None:
+            heads[key] = (observed_at, error, total, ok or 0, correct or 0, incorrect or 0)
+        if lag_rank is not None:
+            lags[key].append((lag_rank, lag_blocks))
+        if latency_rank is not None:
+            latency_count[key] = latencies
+            at_rank[key][latency_rank] = latency_ms
     samples: dict[int, dict[int, ProbeSamples]] = defaultdict(dict)
-    for endpoint_id, probe_id, total, ok, correct, incorrect in counts:
-        key = (endpoint_id, probe_id)
-        observed_at, latest_error = newest[key]
-        samples[endpoint_id][probe_id] = ProbeSamples(
+    for key, (observed_at, latest_error, total, ok, correct, incorrect) in sorted(heads.items()):
+        samples[key[0]][key[1]] = ProbeSamples(
             total=total,
-            available=ok or 0,
-            correct=correct or 0,
-            incorrect=incorrect or 0,
-            latencies_ms=latencies.get(key, ()),
-            recent_lags_blocks=lags.get(key, ()),
+            available=ok,
+            correct=correct,
+            incorrect=incorrect,
+            recent_lags_blocks=[lag for _, lag in sorted(lags.get(key, ()))],
             errors=errors.get(key, {}),
             latest_error=latest_error,
             age_s=max(0.0, (end - observed_at).total_seconds()),
+            latency_count=latency_count.get(key, 0),
+            latency_at_rank=at_rank.get(key, {}),
         )
     return samples
 

@@ -1,11 +1,13 @@
-"""GET /v1/scores and /v1/weights: served from the latest stored run, never from raw results."""
+"""GET /v1/scores and /v1/weights: served from the latest stored run, never from raw results;
+each answer is kept in memory as its JSON bytes per run (monitor.scoring.answers)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from eth_account.signers.local import LocalAccount
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -14,6 +16,7 @@ from monitor.db.models import Chain, Endpoint, ScoringRun
 from monitor.db.session import session_scope
 from monitor.exceptions import NotFound, RequestError
 from monitor.registry.service import public_url
+from monitor.scoring.answers import CHANGES, AnswerCache, latest_run_token
 from monitor.scoring.schemas import (
     EndpointScore,
     EndpointWeight,
@@ -58,41 +61,77 @@ def _latest(session: Session, chain_id: int, window: str) -> ScoringRun:
     return run
 
 
-def _load(request: Request, chain_id: int, window: str | None) -> ScoresOut:
-    window = _window(request, window)
+def _scores(session: Session, chain_id: int, window: str, run: ScoringRun) -> ScoresOut:
+    urls: dict[int, str] = {
+        row.id: row.url
+        for row in session.execute(
+            select(Endpoint.id, Endpoint.url).where(Endpoint.chain_id == chain_id)
+        )
+    }
+    scores = [
+        EndpointScore(
+            endpoint_id=s.endpoint_id,
+            operator_id=s.operator_id,
+            endpoint=public_url(urls[s.endpoint_id]),
+            availability=s.availability,
+            latency_p50_ms=s.latency_p50_ms,
+            latency_p95_ms=s.latency_p95_ms,
+            lag_blocks=s.lag_blocks,
+            lag_seconds=s.lag_seconds,
+            correctness=s.correctness,
+            samples=s.samples,
+            probes=s.probes,
+            score=s.score,
+            weight=s.weight,
+            weight_bps=s.weight_bps,
+            status=s.status,
+            status_since=s.status_since,
+            reasons=json.loads(s.reasons),
+            errors=json.loads(s.errors),
+            factors=json.loads(s.factors),
+        )
+        for s in run_scores(session, run_id=run.id)
+    ]
+    return ScoresOut(chain_id=chain_id, window=window, as_of=run.as_of, scores=scores)
+
+
+Build = Callable[[Session, ScoringRun, str], bytes]  # session, run, window -> answer
+
+
+def _answer(request: Request, kind: str, chain_id: int, window: str, build: Build) -> bytes:
+    """The answer's bytes: checked against the database (one query), rebuilt by ``build`` only
+    when the latest run is not the one the stored answer was built from."""
+    answers: AnswerCache = request.app.state.answers
+    key = (kind, chain_id, window)
+    changes = CHANGES.value  # before the query: a commit after it leaves the answer unfresh
     with session_scope(request.app.state.engine) as session:
-        run = _latest(session, chain_id, window)
-        urls: dict[int, str] = {
-            row.id: row.url
-            for row in session.execute(
-                select(Endpoint.id, Endpoint.url).where(Endpoint.chain_id == chain_id)
-            )
-        }
-        scores = [
-            EndpointScore(
-                endpoint_id=s.endpoint_id,
-                operator_id=s.operator_id,
-                endpoint=public_url(urls[s.endpoint_id]),
-                availability=s.availability,
-                latency_p50_ms=s.latency_p50_ms,
-                latency_p95_ms=s.latency_p95_ms,
-                lag_blocks=s.lag_blocks,
-                lag_seconds=s.lag_seconds,
-                correctness=s.correctness,
-                samples=s.samples,
-                probes=s.probes,
-                score=s.score,
-                weight=s.weight,
-                weight_bps=s.weight_bps,
-                status=s.status,
-                status_since=s.status_since,
-                reasons=json.loads(s.reasons),
-                errors=json.loads(s.errors),
-                factors=json.loads(s.factors),
-            )
-            for s in run_scores(session, run_id=run.id)
-        ]
-        return ScoresOut(chain_id=chain_id, window=window, as_of=run.as_of, scores=scores)
+        token = latest_run_token(session, chain_id=chain_id, window_s=parse_window(window))
+        if token is None or not token[0]:
+            # A chain removed from the registry must stop receiving traffic at once, not serve
+            # its last weights until they age out.
+            state = "not in" if token is None else "deactivated in"
+            raise NotFound(f"chain {chain_id} is {state} the registry", code="unknown_chain")
+        run_id = token[1]
+        if run_id == 0:
+            raise ScoresNotReady(f"no scores computed yet for chain {chain_id}; retry shortly")
+        body = answers.revalidated(key, run_id, changes)
+        if body is None:
+            run = session.get(ScoringRun, run_id)
+            assert run is not None  # the latest run of a window is never pruned
+            body = build(session, run, window)
+            answers.store(key, run_id, changes, body)
+        return body
+
+
+async def _serve(
+    request: Request, kind: str, chain_id: int, window: str | None, build: Build
+) -> Response:
+    window = _window(request, window)
+    answers: AnswerCache = request.app.state.answers
+    body = answers.fresh((kind, chain_id, window))
+    if body is None:
+        body = await run_in_threadpool(_answer, request, kind, chain_id, window, build)
+    return Response(body, media_type="application/json")
 
 
 @router.get(
@@ -104,8 +143,11 @@ async def get_scores(
     request: Request,
     chain_id: int = Query(gt=0, le=2**63 - 1),
     window: str | None = Query(None, description="one of the computed windows, e.g. 5m"),
-) -> ScoresOut:
-    return await run_in_threadpool(_load, request, chain_id, window)
+) -> Response:
+    def build(session: Session, run: ScoringRun, window: str) -> bytes:
+        return _scores(session, chain_id, window, run).model_dump_json().encode()
+
+    return await _serve(request, "scores", chain_id, window, build)
 
 
 @router.get(
@@ -113,8 +155,14 @@ async def get_scores(
     response_model=WeightsOut,
     summary="Routing weights per endpoint: fractions summing to 1 and basis points to 10000",
 )
-async def get_weights(request: Request, chain_id: int = Query(gt=0, le=2**63 - 1)) -> WeightsOut:
-    scores = await run_in_threadpool(_load, request, chain_id, None)
+async def get_weights(request: Request, chain_id: int = Query(gt=0, le=2**63 - 1)) -> Response:
+    def build(session: Session, run: ScoringRun, window: str) -> bytes:
+        return _weights(request, _scores(session, chain_id, window, run))
+
+    return await _serve(request, "weights", chain_id, None, build)
+
+
+def _weights(request: Request, scores: ScoresOut) -> bytes:
     weights = [
         EndpointWeight(
             endpoint_id=s.endpoint_id,
@@ -127,15 +175,20 @@ async def get_weights(request: Request, chain_id: int = Query(gt=0, le=2**63 - 1
     ]
     as_of_ms = int(scores.as_of.timestamp() * 1000)
     signer: LocalAccount = request.app.state.service_account
-    return WeightsOut(
-        chain_id=chain_id,
-        window=scores.window,
-        as_of=scores.as_of,
-        as_of_ms=as_of_ms,
-        total_bps=sum(w.weight_bps for w in weights),
-        weights=weights,
-        signer=signer.address,
-        signature=_signature(request, signer, chain_id, scores.window, as_of_ms, weights),
+    signature = _signature(request, signer, scores.chain_id, scores.window, as_of_ms, weights)
+    return (
+        WeightsOut(
+            chain_id=scores.chain_id,
+            window=scores.window,
+            as_of=scores.as_of,
+            as_of_ms=as_of_ms,
+            total_bps=sum(w.weight_bps for w in weights),
+            weights=weights,
+            signer=signer.address,
+            signature=signature,
+        )
+        .model_dump_json()
+        .encode()
     )
 
 

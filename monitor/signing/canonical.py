@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from eth_utils import keccak
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from monitor.ingest.schemas import ProbeResult
 
@@ -22,15 +22,26 @@ from monitor.ingest.schemas import ProbeResult
 RESULT_FIELDS: frozenset[str] = frozenset(ProbeResult.model_fields)
 
 
+# Value types that need no further look (the common case, checked by exact type: fast).
+_PLAIN_TYPES = frozenset({int, str, bool, type(None)})
+_RESULTS = TypeAdapter(list[ProbeResult])
+
+
 def _as_dict(result: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
     """One result as a plain dict with exactly the ProbeResult fields, values checked."""
     data = result.model_dump(mode="python") if isinstance(result, BaseModel) else dict(result)
+    return _checked(data)
+
+
+def _checked(data: dict[str, Any]) -> dict[str, Any]:
     keys = set(data)
     if keys != RESULT_FIELDS:
         missing = sorted(RESULT_FIELDS - keys)
         extra = sorted(keys - RESULT_FIELDS)
         raise ValueError(f"result fields differ from ProbeResult: missing={missing} extra={extra}")
     for key, value in data.items():
+        if type(value) in _PLAIN_TYPES:
+            continue
         # bool is an int subclass and is fine; float (and anything else, e.g. Decimal) is not:
         # its text form is not portable, so it must never reach the signed bytes.
         if isinstance(value, float):
@@ -48,7 +59,13 @@ def canonical_results(results: Sequence[Mapping[str, Any] | BaseModel]) -> bytes
     if isinstance(results, str | bytes):
         # A str is a Sequence too; catching it here gives a clear error instead of a KeyError.
         raise TypeError("results must be a sequence of result objects, not a string")
-    items = [_as_dict(r) for r in results]
+    if all(type(r) is ProbeResult for r in results):  # the collector's case: one dump for all
+        items = [
+            _checked(d)
+            for d in _RESULTS.dump_python(cast(list[ProbeResult], list(results)), mode="python")
+        ]
+    else:
+        items = [_as_dict(r) for r in results]
     text = json.dumps(
         items,
         sort_keys=True,

@@ -1,7 +1,11 @@
 """The SLA's scheduled jobs, beside scoring in the collector: rollups then breach events (every
 ``rollup_interval_s``), webhook deliveries (every few seconds, only with a webhook URL),
 retention (hourly) and yesterday's attestations (checked every 10 minutes, issued once). Each
-job skips a run rather than stacking, and survives a database outage."""
+job skips a run rather than stacking, and survives a database outage. With several replicas on
+one PostgreSQL, a run holds the job's advisory lock (monitor.db.locks) and a replica that finds it
+held skips its run: each of these jobs takes what is left to do (batches not rolled up, rows past
+retention, days not attested, deliveries pending), so one replica at a time never does anything
+twice."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from monitor.attestations.job import attest_previous_day
+from monitor.db.locks import run_once
 from monitor.db.session import session_scope
 from monitor.settings import Settings
 from monitor.sla.events import evaluate_breaches
@@ -96,10 +101,10 @@ def run_retention(
         )
 
 
-def _guarded(name: str, work: Callable[[], object]) -> Callable[[], None]:
+def _guarded(engine: Engine, name: str, work: Callable[[], object]) -> Callable[[], None]:
     def tick() -> None:
         try:
-            work()
+            run_once(engine, name, work)
         except (OperationalError, InterfaceError) as exc:  # database down: retried next tick
             log.warning("%s skipped: database unavailable (%s)", name, type(exc).__name__)
         except Exception:  # keep the schedule alive
@@ -144,7 +149,7 @@ def add_sla_jobs(
         )
     for name, seconds, work in jobs:
         scheduler.add_job(
-            _guarded(name, work),
+            _guarded(engine, name, work),
             "interval",
             seconds=seconds,
             next_run_time=datetime.now(UTC),

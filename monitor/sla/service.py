@@ -14,10 +14,11 @@ from sqlalchemy.orm import Session
 from monitor.attestations.models import Attestation, Document
 from monitor.db.models import Chain, Operator
 from monitor.exceptions import MalformedRequest, NotFound
+from monitor.sla import histogram
 from monitor.sla.judge import REASONS, ProbeMinute, SlaFigures, SlaTargets, figures
 from monitor.sla.models import ProbeHour, ProbeMinuteRow, SubjectHour, SubjectMinute
 from monitor.sla.penalties import PenaltyPolicy, Recommendation, policy_hash, recommend
-from monitor.sla.rollup import hour_of, minute_of, probe_minute_of
+from monitor.sla.rollup import hour_of, minute_of
 from monitor.sla.targets import subject_targets
 
 MAX_PERIOD = timedelta(days=400)
@@ -122,11 +123,19 @@ def period_figures(
         up, down = int(row[0]), int(row[1])
         for reason, n in zip(REASONS, row[2:], strict=True):
             reasons[reason] += int(n)
-        for probe_row in (
+        # Plain columns, not ORM objects: a year is thousands of rows per probe.
+        for probe_id, samples, available, judged, incorrect, latency in (
             ()
             if minutes_only
-            else session.scalars(
-                select(ProbeHour).where(
+            else session.execute(
+                select(
+                    ProbeHour.probe_id,
+                    ProbeHour.samples,
+                    ProbeHour.available,
+                    ProbeHour.judged,
+                    ProbeHour.incorrect,
+                    ProbeHour.latency,
+                ).where(
                     ProbeHour.chain_id == chain_id,
                     ProbeHour.operator_id == operator_id,
                     ProbeHour.hour >= first_hour,
@@ -134,7 +143,15 @@ def period_figures(
                 )
             )
         ):
-            per_probe[probe_row.probe_id].merge(probe_minute_of(probe_row))
+            per_probe[probe_id].merge(
+                ProbeMinute(
+                    samples=samples,
+                    available=available,
+                    judged=judged,
+                    incorrect=incorrect,
+                    latency=histogram.loads(latency),
+                )
+            )
     for lo, hi in edges:
         if lo >= hi:
             continue
@@ -152,11 +169,19 @@ def period_figures(
             down += n if state == "down" else 0
             for reason in minute_reasons.split(",") if minute_reasons else ():
                 reasons[reason] += n
-        for minute_row in (
+        for probe_id, samples, available, judged, incorrect, lags, latency in (
             ()
             if minutes_only
-            else session.scalars(
-                select(ProbeMinuteRow).where(
+            else session.execute(
+                select(
+                    ProbeMinuteRow.probe_id,
+                    ProbeMinuteRow.samples,
+                    ProbeMinuteRow.available,
+                    ProbeMinuteRow.judged,
+                    ProbeMinuteRow.incorrect,
+                    ProbeMinuteRow.lags,
+                    ProbeMinuteRow.latency,
+                ).where(
                     ProbeMinuteRow.chain_id == chain_id,
                     ProbeMinuteRow.operator_id == operator_id,
                     ProbeMinuteRow.minute >= lo,
@@ -164,7 +189,16 @@ def period_figures(
                 )
             )
         ):
-            per_probe[minute_row.probe_id].merge(probe_minute_of(minute_row))
+            per_probe[probe_id].merge(
+                ProbeMinute(
+                    samples=samples,
+                    available=available,
+                    judged=judged,
+                    incorrect=incorrect,
+                    lags={int(k): int(v) for k, v in json.loads(lags).items()},
+                    latency=histogram.loads(latency),
+                )
+            )
     minutes = int((end - start).total_seconds()) // 60
     result = figures(
         minutes=minutes,

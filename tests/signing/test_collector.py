@@ -264,15 +264,19 @@ def test_weights_are_signed_cached_per_run_and_resigned_for_a_new_run(
     )
     assert re.fullmatch(r"0x[0-9a-f]{130}", first["signature"])
 
-    # Signed once per run: a second request is served from the cache (a planted value shows).
+    # Signed once per run: a second request is served from the cache, and an answer rebuilt
+    # (the answer cache cleared) takes the signature from the cache (a planted value shows).
     cache: dict[tuple[object, ...], str] = collector.app.state.weights_signatures
     assert len(cache) == 1
     assert weights_of(collector.url, network)["signature"] == first["signature"]
     assert len(cache) == 1
     ((key, signature),) = cache.items()
     cache[key] = "0x" + "ee" * 65
+    collector.app.state.answers.clear()
     assert weights_of(collector.url, network)["signature"] == "0x" + "ee" * 65
     cache[key] = signature
+    collector.app.state.answers.clear()
+    assert weights_of(collector.url, network) == first
 
     # A new run is a new message, hence a new signature (and a second cache entry).
     run_scoring(engine, settings)
