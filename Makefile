@@ -31,8 +31,17 @@ check: $(STAMP)
 	$(BIN)/ruff format --check monitor tests migrations bench
 	$(BIN)/mypy
 
-# Every benchmark in sequence (bench/README.md); figures in docs/performance.md.
+# Every benchmark in sequence (bench/README.md); figures in docs/performance.md. They compare
+# against Debian's prometheus-blackbox-exporter and wrk, installed here when missing (as root),
+# and start a throwaway PostgreSQL like the suite does.
 bench: $(STAMP)
+	@missing=""; \
+	command -v prometheus-blackbox-exporter >/dev/null 2>&1 || missing="$$missing prometheus-blackbox-exporter"; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	if [ -n "$$missing" ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing \
+		|| { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; }; \
+	fi
 	$(BIN)/python bench/run_all.py
 
 clean:
