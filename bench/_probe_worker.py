@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--transport", choices=["httpx", "aiohttp"], default="httpx")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args()
-    if args.loop == "uvloop":  # not what `monitor probe` runs: an experiment
+    if args.loop == "uvloop":  # what `monitor probe` runs when uvloop is installed
         import uvloop
 
         uvloop.run(run(args))

@@ -372,7 +372,7 @@ def main() -> None:
         "--loop",
         choices=["asyncio", "uvloop"],
         default="asyncio",
-        help="the probe's event loop (`monitor probe` runs asyncio's; uvloop: an experiment)",
+        help="the probe's event loop (`monitor probe` runs uvloop when installed)",
     )
     args = parser.parse_args()
     default_ladder = "500,2000" if args.quick else "250,500,1000,1500,2000,3000,4000"

@@ -105,7 +105,14 @@ def cmd_probe(args: argparse.Namespace) -> None:
         metrics_port="probe_metrics_port",
         metrics_host="probe_metrics_host",
     )
-    asyncio.run(run_probe(settings))
+    try:
+        import uvloop
+    except ImportError:  # uvicorn[standard] brings it; without it, the plain loop
+        asyncio.run(run_probe(settings))
+    else:
+        # The probe is CPU-bound on its event loop: uvloop cut the heaviest round of 2,000
+        # endpoints from 13.5 s to 7.2 s (docs/performance.md, "Probe capacity").
+        uvloop.run(run_probe(settings))
 
 
 def cmd_simnet(args: argparse.Namespace) -> None:
