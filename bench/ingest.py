@@ -41,27 +41,8 @@ from monitor.db.migrate import upgrade
 from monitor.db.models import Batch, Chain, Endpoint, Operator, Probe, Result
 from monitor.db.session import make_engine, session_scope
 from monitor.ingest.schemas import ProbeResult, SignedBatch
-from monitor.ingest.service import batch_hash, ingest_batch, parse_batch
+from monitor.ingest.service import RESULT_COLUMNS, batch_hash, ingest_batch, parse_batch
 from monitor.signing.eip712 import sign_batch, typed_data, verify_batch
-
-RESULT_COLUMNS = (
-    "batch_id",
-    "probe_id",
-    "endpoint_id",
-    "operator_id",
-    "chain_id",
-    "observed_at",
-    "ok",
-    "error",
-    "latency_ms",
-    "head",
-    "reference_head",
-    "lag_blocks",
-    "lag_seconds",
-    "check_height",
-    "block_hash",
-    "correct",
-)
 
 
 @dataclass
