@@ -24,10 +24,10 @@ from pathlib import Path
 
 import httpx
 from eth_account import Account
-from support import PYTHON, ROOT, Server, WrkFigures, free_port, postgres_url, wrk
+from support import PYTHON, ROOT, Server, WrkFigures, bench_chain, free_port, postgres_url, wrk
 
 from monitor.db.migrate import upgrade
-from monitor.db.models import Chain, Endpoint, Operator, Probe
+from monitor.db.models import Endpoint, Operator, Probe
 from monitor.db.session import make_engine, session_scope
 from monitor.ingest.schemas import ProbeResult
 from monitor.ingest.service import ingest_batch
@@ -45,17 +45,7 @@ def seed(url: str, endpoints: int) -> None:
     engine = make_engine(url)
     probes = [Account.create() for _ in range(PROBES)]
     with session_scope(engine) as session:
-        session.add(
-            Chain(
-                chain_id=1,
-                name="bench",
-                block_time_s=12,
-                confirmations=6,
-                sla_availability=0.999,
-                sla_latency_p95_ms=500,
-                sla_max_lag_blocks=3,
-            )
-        )
+        session.add(bench_chain())
         session.add_all(Operator(id=f"op{i:02d}", name=f"Operator {i}") for i in range(OPERATORS))
         session.add_all(
             Probe(address=p.address, name=f"probe{i}", region=f"region{i}")

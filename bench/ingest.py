@@ -35,13 +35,19 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import func, insert, select
-from support import fresh_postgres_database, monitor_serve, post_all, postgres_url
+from support import bench_chain, fresh_postgres_database, monitor_serve, post_all, postgres_url
 
 from monitor.db.migrate import upgrade
-from monitor.db.models import Batch, Chain, Endpoint, Operator, Probe, Result
+from monitor.db.models import Batch, Endpoint, Operator, Probe, Result
 from monitor.db.session import make_engine, session_scope
 from monitor.ingest.schemas import ProbeResult, SignedBatch
-from monitor.ingest.service import RESULT_COLUMNS, batch_hash, ingest_batch, parse_batch
+from monitor.ingest.service import (
+    RESULT_COLUMNS,
+    batch_hash,
+    ingest_batch,
+    parse_batch,
+    result_row,
+)
 from monitor.signing.eip712 import sign_batch, typed_data, verify_batch
 
 
@@ -67,17 +73,7 @@ def seed(url: str, account: LocalAccount, endpoints: int) -> list[int]:
     engine = make_engine(url)
     try:
         with session_scope(engine) as session:
-            session.add(
-                Chain(
-                    chain_id=1,
-                    name="bench",
-                    block_time_s=12,
-                    confirmations=6,
-                    sla_availability=0.999,
-                    sla_latency_p95_ms=500,
-                    sla_max_lag_blocks=3,
-                )
-            )
+            session.add(bench_chain())
             session.add(Operator(id="op", name="Op"))
             session.add(Probe(address=account.address, name="bench", region="here"))
             session.flush()
@@ -180,21 +176,11 @@ def copy_limits(url: str, batches: Sequence[SignedBatch], probe_id: int) -> list
         [
             (
                 i + 1,
-                probe_id,
-                r.endpoint_id,
-                r.operator_id,
-                r.chain_id,
-                datetime.fromtimestamp(r.observed_at_ms / 1000, tz=UTC),
-                r.ok,
-                r.error,
-                None if r.latency_us is None else r.latency_us / 1000,
-                r.head,
-                r.reference_head,
-                r.lag_blocks,
-                None if r.lag_ms is None else r.lag_ms / 1000,
-                r.check_height,
-                r.block_hash,
-                r.correct,
+                *result_row(
+                    r,
+                    probe_id=probe_id,
+                    observed_at=datetime.fromtimestamp(r.observed_at_ms / 1000, tz=UTC),
+                ),
             )
             for r in b.results
         ]

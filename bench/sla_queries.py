@@ -22,9 +22,10 @@ from pathlib import Path
 
 from eth_account import Account
 from sqlalchemy import func, insert, select
+from support import bench_chain
 
 from monitor.db.migrate import upgrade
-from monitor.db.models import Chain, Endpoint, Operator, Probe
+from monitor.db.models import Endpoint, Operator, Probe
 from monitor.db.session import make_engine, session_scope
 from monitor.sla.models import ProbeHour, ProbeMinuteRow, SubjectHour, SubjectMinute
 from monitor.sla.service import UPTIME_WINDOWS, sla_report, uptime
@@ -36,17 +37,7 @@ def seed(url: str, probes: int, now: datetime) -> None:
     upgrade(url)
     engine = make_engine(url)
     with session_scope(engine) as session:
-        session.add(
-            Chain(
-                chain_id=1,
-                name="bench",
-                block_time_s=12,
-                confirmations=6,
-                sla_availability=0.999,
-                sla_latency_p95_ms=500,
-                sla_max_lag_blocks=3,
-            )
-        )
+        session.add(bench_chain())
         session.add(Operator(id="op", name="Op"))
         ids = []
         for i in range(probes):

@@ -1,6 +1,7 @@
 """What the benchmarks share: a server subprocess watched for CPU time and peak RSS, a minimal
 keep-alive HTTP/1.1 load client (cheap, so that the server, not the client, is measured), wrk
-with its figures parsed, and a throwaway PostgreSQL cluster when no URL is given."""
+with its figures parsed, a throwaway PostgreSQL cluster when no URL is given, and the
+benchmarks' one chain."""
 
 from __future__ import annotations
 
@@ -19,9 +20,24 @@ from pathlib import Path
 
 import httpx
 
+from monitor.db.models import Chain
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def bench_chain() -> Chain:
+    """Chain 1 with the registry's default SLA: what every benchmark seeds its endpoints on."""
+    return Chain(
+        chain_id=1,
+        name="bench",
+        block_time_s=12,
+        confirmations=6,
+        sla_availability=0.999,
+        sla_latency_p95_ms=500,
+        sla_max_lag_blocks=3,
+    )
 
 
 def free_port() -> int:

@@ -150,25 +150,7 @@ def store_batch(
                 f"results[{i}]: observed_at is not within the hour before the batch's createdAt",
                 code="observed_at_inconsistent",
             )
-        rows.append(
-            (
-                probe.id,
-                r.endpoint_id,
-                r.operator_id,
-                r.chain_id,
-                observed_at,
-                r.ok,
-                r.error,
-                None if r.latency_us is None else r.latency_us / 1000,
-                r.head,
-                r.reference_head,
-                r.lag_blocks,
-                None if r.lag_ms is None else r.lag_ms / 1000,
-                r.check_height,
-                r.block_hash,
-                r.correct,
-            )
-        )
+        rows.append(result_row(r, probe_id=probe.id, observed_at=observed_at))
 
     stored = Batch(
         probe_id=probe.id,
@@ -187,6 +169,27 @@ def store_batch(
         _insert_results(session, [(stored.id, *row) for row in rows])
     ack = BatchAck(batch_id=message.batchId, probe=signer, results=len(rows), duplicate=False)
     return Ingested(ack, batch.results)
+
+
+def result_row(r: ProbeResult, *, probe_id: int, observed_at: datetime) -> tuple[Any, ...]:
+    """One result as stored: the values of RESULT_COLUMNS but the first (batch_id)."""
+    return (
+        probe_id,
+        r.endpoint_id,
+        r.operator_id,
+        r.chain_id,
+        observed_at,
+        r.ok,
+        r.error,
+        None if r.latency_us is None else r.latency_us / 1000,
+        r.head,
+        r.reference_head,
+        r.lag_blocks,
+        None if r.lag_ms is None else r.lag_ms / 1000,
+        r.check_height,
+        r.block_hash,
+        r.correct,
+    )
 
 
 def _owners(session: Session, endpoint_ids: set[int]) -> dict[int, tuple[str, int]]:
