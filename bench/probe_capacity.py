@@ -371,7 +371,7 @@ def main() -> None:
     parser.add_argument(
         "--loop",
         choices=["asyncio", "uvloop"],
-        default="asyncio",
+        default="uvloop",
         help="the probe's event loop (`monitor probe` runs uvloop when installed)",
     )
     args = parser.parse_args()

@@ -15,8 +15,8 @@
 -- What the role can NOT read, on purpose:
 --   endpoints.url        operators' URLs carry their API keys: column grants leave it out
 --   batches.body and the signatures (the raw signed batches: large, and not for dashboards)
---   webhook_deliveries, attestations, attestation_batches, documents, probe_minutes,
---   probe_hours, alembic_version
+--   webhook_deliveries, attestations, attestation_batches, attestation_signatures, documents,
+--   probe_minutes, probe_hours, alembic_version
 -- and it can write nothing anywhere.
 
 DO $$

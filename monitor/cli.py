@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -60,17 +62,48 @@ def cmd_db_upgrade(args: argparse.Namespace) -> None:
 def cmd_registry_apply(args: argparse.Namespace) -> None:
     from monitor.db.session import make_engine, session_scope
     from monitor.registry.apply import apply_registry
+    from monitor.registry.governance import Governance, load_signatures, sidecar_path
     from monitor.registry.schema import load_registry
 
     settings = _settings(args, database_url="database_url")
-    registry = load_registry(Path(args.file))
+    path = Path(args.file)
+    registry = load_registry(path)
+    signatures = load_signatures(Path(args.signatures) if args.signatures else sidecar_path(path))
+    governance = Governance.configured(settings.governance_signers, settings.governance_threshold)
     engine = make_engine(settings.database_url)
     try:
-        with session_scope(engine) as session:
-            summary = apply_registry(session, registry=registry)
+        with session_scope(engine) as session:  # GovernanceError: refused before any write
+            summary = apply_registry(
+                session,
+                registry=registry,
+                governance=governance,
+                signatures=signatures,
+                source=str(path),
+            )
     finally:
         engine.dispose()
     print(f"applied {args.file}: {summary}")
+    if summary.approval is not None:
+        print(summary.approval.describe())
+
+
+def cmd_registry_sign(args: argparse.Namespace) -> None:
+    from monitor.registry.governance import sign_registry_file
+    from monitor.signing.keys import load_key
+
+    outcome = sign_registry_file(Path(args.file), load_key(Path(args.key)))
+    print(f"{outcome.signer} signed registry {outcome.registry_hash}")
+    print(f"{outcome.sidecar}: {len(outcome.entries)} signature(s)")
+    for entry in outcome.stale:
+        print(f"  {entry.signer} signed another version ({entry.registry_hash}): not counted")
+
+
+def cmd_registry_hash(args: argparse.Namespace) -> None:
+    from monitor.registry.canonical import canonical_registry, hash_bytes
+    from monitor.registry.schema import load_registry
+
+    body = canonical_registry(load_registry(Path(args.file)))
+    print(body.decode("ascii") if args.canonical else hash_bytes(body))
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -92,12 +125,36 @@ def cmd_serve(args: argparse.Namespace) -> None:
     uvicorn.Server(config).run()
 
 
+def _json_list(text: str | None) -> bool:
+    """True when unset or a JSON list of strings (what MONITOR_COLLECTOR_URLS must hold)."""
+    if text is None:
+        return True
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
 def cmd_probe(args: argparse.Namespace) -> None:
     from monitor.probe.agent import run_probe
 
+    # The single-collector variable, no longer read: refused where it would otherwise be
+    # silently replaced by the default collector.
+    legacy = "MONITOR_COLLECTOR_URL" in os.environ and "MONITOR_COLLECTOR_URLS" not in os.environ
+    if legacy and args.collector is None:
+        raise ConfigError(
+            "MONITOR_COLLECTOR_URL is no longer read: set MONITOR_COLLECTOR_URLS to a JSON list, "
+            """e.g. '["https://collector.example"]', or give --collector (repeatable)"""
+        )
+    if args.collector is None and not _json_list(os.environ.get("MONITOR_COLLECTOR_URLS")):
+        raise ConfigError(
+            "bad settings: MONITOR_COLLECTOR_URLS is not a JSON list of URLs, "
+            """e.g. '["https://a.example", "https://b.example"]'"""
+        )
     settings = _settings(
         args,
-        collector="collector_url",
+        collector="collector_urls",
         key="key_file",
         interval="interval_s",
         timeout="rpc_timeout_s",
@@ -135,7 +192,14 @@ def cmd_simnet(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from monitor.demo import run_demo
 
-    sys.exit(run_demo(workdir=Path(args.workdir), duration_s=args.duration, check=args.check))
+    sys.exit(
+        run_demo(
+            workdir=Path(args.workdir),
+            duration_s=args.duration,
+            check=args.check,
+            collectors=args.collectors,
+        )
+    )
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
@@ -145,15 +209,72 @@ def cmd_verify(args: argparse.Namespace) -> None:
 
     if args.signer is not None and not is_address(args.signer):
         raise ConfigError(f"--signer {args.signer!r} is not an address (0x + 40 hex digits)")
+    for address in args.collector or ():
+        if not is_address(address):
+            raise ConfigError(f"--collector {address!r} is not an address (0x + 40 hex digits)")
+    if args.threshold is not None and args.threshold < 1:
+        raise ConfigError("--threshold must be at least 1")
     bundle = load_bundle(args.source)  # BundleError (a ConfigError): exit 2
     print(describe(bundle))
-    checks = verify_bundle(bundle, signer=args.signer)
+    checks = verify_bundle(
+        bundle, signer=args.signer, collectors=args.collector, threshold=args.threshold
+    )
     for check in checks:
         print(check.line)
     failed = problems(checks)
     plural = "problem" if len(failed) == 1 else "problems"
     print("VERIFIED" if not failed else f"NOT VERIFIED ({len(failed)} {plural})")
     sys.exit(1 if failed else 0)
+
+
+def cmd_attest_cosign(args: argparse.Namespace) -> None:
+    from monitor.attestations.remote import cosign_remote
+    from monitor.exceptions import CosignFailed
+
+    token = _settings(args, admin_token="admin_token").admin_token
+    if not token:
+        raise ConfigError(
+            "give the countersigning collector's admin token: --admin-token or MONITOR_ADMIN_TOKEN"
+        )
+    try:
+        done = cosign_remote(args.source, args.collector, admin_token=token)
+    except CosignFailed as exc:
+        print(f"monitor: {exc.message}", file=sys.stderr)
+        sys.exit(1)
+    again = "" if done.countersigned_now else " (it had countersigned it before)"
+    print(f"countersigned by {done.signer}{again}: {done.signature}")
+    print(f"  served by {args.collector.rstrip('/')}/v1/attestations/{done.collector_id}")
+    kept = "stored" if done.stored_now else "already stored"
+    print(f"  {kept} at {done.issuer_url}: its bundle carries the cosignature")
+
+
+def cmd_weights(args: argparse.Namespace) -> None:
+    from monitor.client import QuorumNotReached, failure_output, fetch_weights, weights_output
+    from monitor.settings import parse_window
+
+    if args.window is not None:
+        try:
+            parse_window(args.window)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    try:
+        result = asyncio.run(
+            fetch_weights(
+                args.collector,
+                chain_id=args.chain_id,
+                window=args.window,
+                signers=args.signer,
+                quorum=args.quorum,
+                tolerance_bps=args.tolerance_bps,
+                timeout_s=args.timeout,
+                registry_hash=args.registry_hash,
+            )
+        )
+    except QuorumNotReached as exc:
+        print(failure_output(exc, as_json=args.json))
+        print(f"monitor: {exc.message}", file=sys.stderr)
+        sys.exit(1)
+    print(weights_output(result, as_json=args.json))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,7 +314,33 @@ def build_parser() -> argparse.ArgumentParser:
         reg_verbs,
     )
     p.add_argument("file", help="registry YAML")
+    p.add_argument(
+        "--signatures",
+        help="governance signatures (default FILE.sigs.json; docs/governance.md); required to "
+        "approve the file when MONITOR_GOVERNANCE_SIGNERS is set",
+    )
     _database_flag(p)
+    p = verb(
+        "sign",
+        cmd_registry_sign,
+        "Sign a registry's hash as a governance signer: adds (or replaces) your signature in "
+        "FILE.sigs.json; the YAML is only read",
+        reg_verbs,
+    )
+    p.add_argument("file", help="registry YAML")
+    p.add_argument("--key", required=True, help="your key file (as `monitor keygen` writes it)")
+    p = verb(
+        "hash",
+        cmd_registry_hash,
+        "Print a registry's hash (what governance signs and GET /v1/identity shows)",
+        reg_verbs,
+    )
+    p.add_argument("file", help="registry YAML")
+    p.add_argument(
+        "--canonical",
+        action="store_true",
+        help="print the canonical JSON the hash is taken of (every default filled in) instead",
+    )
 
     p = verb("serve", cmd_serve, "Run the collector and reputation API (and the scoring job)")
     _database_flag(p)
@@ -206,7 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = verb("probe", cmd_probe, "Run a probe agent: check every target each round, sign, deliver")
-    p.add_argument("--collector", help="collector base URL (env MONITOR_COLLECTOR_URL)")
+    p.add_argument(
+        "--collector",
+        action="append",
+        metavar="URL",
+        help="collector base URL; repeat it to deliver every batch to each collector "
+        "(replaces env MONITOR_COLLECTOR_URLS, a JSON list; default http://127.0.0.1:8000)",
+    )
     p.add_argument(
         "--key",
         help="private key file from `monitor keygen` (env MONITOR_KEY_FILE); "
@@ -260,6 +413,90 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="the collector address to require (pin the one of GET /v1/identity)",
     )
+    p.add_argument(
+        "--collector",
+        action="append",
+        metavar="ADDRESS",
+        help="repeatable: a registered collector's address; the signers (issuer and cosigners) "
+        "among them are counted as registered",
+    )
+    p.add_argument(
+        "--threshold",
+        type=int,
+        metavar="K",
+        help="exit 1 unless at least K distinct registered collectors (--collector) signed",
+    )
+
+    attest = verb("attest", lambda a: None, "Signed SLA attestations across collectors")
+    attest_verbs = attest.add_subparsers(dest="attest_verb", required=True, metavar="VERB")
+    p = verb(
+        "cosign",
+        cmd_attest_cosign,
+        "Have a collector countersign another's attestation: fetch it, ask the collector to "
+        "recompute and sign it, post the signature back to the issuer (exit 0 done, 1 refused, "
+        "2 usage error)",
+        attest_verbs,
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="URL",
+        help="the attestation at its issuer: https://issuer.example/v1/attestations/ID",
+    )
+    p.add_argument(
+        "--collector",
+        required=True,
+        metavar="URL",
+        help="base URL of the collector that countersigns (from its own batches)",
+    )
+    p.add_argument(
+        "--admin-token",
+        help="that collector's admin token (env MONITOR_ADMIN_TOKEN)",
+    )
+
+    p = verb(
+        "weights",
+        cmd_weights,
+        "Ask several collectors for a chain's signed weights, verify each signature and combine "
+        "them (identical, or the per-endpoint median); report who disagreed (docs/routers.md; "
+        "exit 0 combined, 1 no quorum, 2 usage error)",
+    )
+    p.add_argument(
+        "--collector", action="append", required=True, metavar="URL", help="repeat per collector"
+    )
+    p.add_argument("--chain-id", type=int, required=True, metavar="N", help="the chain to route")
+    p.add_argument("--window", help="the scoring window to require, e.g. 5m (default: theirs)")
+    p.add_argument(
+        "--quorum",
+        type=int,
+        metavar="K",
+        help="valid, agreeing answers needed (default: a majority)",
+    )
+    p.add_argument(
+        "--signer",
+        action="append",
+        metavar="ADDRESS",
+        help="repeatable: accept only answers these collector keys signed (pin them; without, "
+        "each collector's GET /v1/identity is believed)",
+    )
+    p.add_argument(
+        "--tolerance-bps",
+        type=int,
+        default=100,
+        metavar="BPS",
+        help="a collector further than this from the combined weight disagrees (default 100)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=5.0, metavar="S", help="seconds per collector (default 5)"
+    )
+    p.add_argument(
+        "--registry-hash",
+        metavar="0x…",
+        help="the registry the collectors must have applied (`monitor registry hash`); "
+        "default: the one most of them applied",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = verb("demo", cmd_demo, "Run the whole pipeline on loopback and show a live table")
     p.add_argument("--workdir", default=".demo", help="state directory, wiped first")
@@ -268,6 +505,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--check",
         action="store_true",
         help="exit 1 unless the final table shows the expected ranking",
+    )
+    p.add_argument(
+        "--collectors",
+        type=int,
+        default=1,
+        metavar="N",
+        help="independent collectors syncing from each other (default 1; 2 shows issue 8: "
+        "weights combined from both, the attestation co-signed)",
     )
     return parser
 

@@ -4,10 +4,17 @@ simnet (five operators: healthy, lagging, wrong fork, slow, lying head) <- three
 collector (SQLite) -> scores and weights, printed as a live table until Ctrl-C (or
 ``--duration``); at the end, alpha's attestation of the last whole minute, issued, saved and
 verified as an auditor would.
+
+``--collectors 2``: two independently keyed collectors, each with its own database, syncing
+from each other; the last probe reaches only the first (the second gets its batches by sync).
+At the end the weights are taken from both as a router does (monitor.client), and the second
+collector countersigns the attestation after recomputing it (docs/decentralization.md).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import secrets
 import shutil
@@ -23,11 +30,14 @@ from typing import Any
 import httpx
 
 from monitor import simnet
+from monitor.attestations.remote import cosign_remote
 from monitor.attestations.schemas import BundleOut
 from monitor.attestations.verify import problems as failed_checks
 from monitor.attestations.verify import verify_bundle
+from monitor.client import fetch_weights, weights_output
 from monitor.db.migrate import upgrade
 from monitor.db.session import make_engine, session_scope
+from monitor.exceptions import ConfigError, MonitorError
 from monitor.registry.apply import apply_registry
 from monitor.registry.schema import load_registry
 from monitor.signing.keys import generate_key
@@ -147,9 +157,12 @@ def _minute(t: datetime) -> datetime:
     return t.replace(second=0, microsecond=0)
 
 
-def attest_and_verify(api: str, token: str, workdir: Path) -> list[str]:
+def attest_and_verify(
+    api: str, token: str, workdir: Path, cosigners: list[str] | None = None
+) -> list[str]:
     """Issue the attestation of ATTESTED for the last whole minute (``POST /v1/attestations``),
-    save its bundle and verify it as an auditor would; returns what went wrong."""
+    have each of ``cosigners`` (other collectors' URLs) countersign it, save its bundle and
+    verify it as an auditor would; returns what went wrong."""
     end = _minute(datetime.now(UTC))
     start = end - timedelta(minutes=1)
     issued = httpx.post(
@@ -167,18 +180,31 @@ def attest_and_verify(api: str, token: str, workdir: Path) -> list[str]:
         return [f"the attestation was not issued: HTTP {issued.status_code} {issued.text[:300]}"]
     attestation_id = issued.json()["id"]
     signer = httpx.get(f"{api}/v1/identity", timeout=10).json()["address"]
+    registered = [signer]
+    for other in cosigners or []:
+        cosign_remote(f"{api}/v1/attestations/{attestation_id}", other, admin_token=token)
+        registered.append(httpx.get(f"{other}/v1/identity", timeout=10).json()["address"])
     bundle = httpx.get(f"{api}/v1/attestations/{attestation_id}/bundle", timeout=30)
     saved = workdir / f"attestation-{attestation_id}.json"
     saved.write_bytes(bundle.content)
-    checks = verify_bundle(BundleOut.model_validate_json(bundle.content), signer=signer)
+    threshold = len(registered) if cosigners else None
+    checks = verify_bundle(
+        BundleOut.model_validate_json(bundle.content),
+        signer=signer,
+        collectors=registered if cosigners else None,
+        threshold=threshold,
+    )
     failed = failed_checks(checks)
+    how = f" --signer {signer}"
+    if cosigners:
+        how += "".join(f" --collector {a}" for a in registered) + f" --threshold {threshold}"
     print(
         f"\nattestation {attestation_id}: {ATTESTED} on chain {simnet.DEMO_CHAIN_ID}, "
         f"{start:%H:%M}-{end:%H:%M} UTC, signed by the collector {signer}\n"
         f"  {api}/v1/attestations/{attestation_id}  (evidence, bundle: same URL + /evidence, "
         "/bundle)\n"
         f"  saved: {saved}\n"
-        f"  verify it offline: monitor verify {saved} --signer {signer}\n"
+        f"  verify it offline: monitor verify {saved}{how}\n"
         f"  {'VERIFIED' if not failed else 'NOT VERIFIED'} ({len(checks)} checks)",
         flush=True,
     )
@@ -204,24 +230,54 @@ def _done(
 
 
 def _attest_if_covered(
-    api: str, token: str, workdir: Path, first_data: datetime | None
+    apis: list[str], token: str, workdir: Path, first_data: datetime | None
 ) -> list[str]:
     if not _covered(first_data):
         print("(no attestation: the demo stopped before a whole minute of data)")
         return ["no whole minute of data to attest"]
     try:
-        return attest_and_verify(api, token, workdir)
-    except httpx.HTTPError as exc:
+        return attest_and_verify(apis[0], token, workdir, apis[1:])
+    except (httpx.HTTPError, MonitorError) as exc:
         return [f"attestation: {type(exc).__name__}: {exc}"]
 
 
-def run_demo(*, workdir: Path, duration_s: float | None = None, check: bool = False) -> int:
+def combine_weights(apis: list[str], signers: list[str]) -> list[str]:
+    """The weights as a router takes them from every collector (monitor.client): printed, and
+    what went wrong."""
+    try:
+        result = asyncio.run(
+            fetch_weights(apis, chain_id=simnet.DEMO_CHAIN_ID, signers=signers, quorum=len(apis))
+        )
+    except MonitorError as exc:
+        return [f"the collectors' weights did not combine: {exc.message}"]
+    command = " ".join(f"--collector {a}" for a in apis)
+    print(
+        f"\nweights as a router takes them from {len(apis)} collectors "
+        f"(monitor weights {command} --chain-id {simnet.DEMO_CHAIN_ID}):\n"
+        f"{weights_output(result, as_json=False)}",
+        flush=True,
+    )
+    return []
+
+
+def run_demo(
+    *, workdir: Path, duration_s: float | None = None, check: bool = False, collectors: int = 1
+) -> int:
+    if not 1 <= collectors <= 5:
+        raise ConfigError(f"--collectors {collectors}: the demo runs 1 to 5")
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
-    database_url = f"sqlite:///{workdir.resolve() / 'monitor.db'}"
-    sim_port, api_port = free_port(), free_port()
-    api = f"http://127.0.0.1:{api_port}"
+    names = ["collector"] if collectors == 1 else [f"collector-{i + 1}" for i in range(collectors)]
+    databases = [f"sqlite:///{workdir.resolve() / (n + '.db')}" for n in names]
+    if collectors == 1:
+        databases = [f"sqlite:///{workdir.resolve() / 'monitor.db'}"]
+    collector_keys = [workdir.resolve() / f"{n}.key" for n in names]
+    signers = [generate_key(k) for k in collector_keys]
+    sim_port = free_port()
+    api_ports = [free_port() for _ in names]
+    apis = [f"http://127.0.0.1:{p}" for p in api_ports]
+    api = apis[0]
     token = secrets.token_hex(16)  # admin token for POST /v1/attestations, this run only
 
     keys = [workdir / f"probe-{i + 1}.key" for i in range(3)]
@@ -237,22 +293,24 @@ def run_demo(*, workdir: Path, duration_s: float | None = None, check: bool = Fa
         chains,
         url_base=f"http://127.0.0.1:{sim_port}",
         probes=probes,
+        collectors=[{"address": a, "name": n} for a, n in zip(signers, names, strict=True)],
     )
-    upgrade(database_url)
-    engine = make_engine(database_url)
-    with session_scope(engine) as session:
-        apply_registry(session, registry=load_registry(registry_file))
-    engine.dispose()
+    for database_url in databases:
+        upgrade(database_url)
+        engine = make_engine(database_url)
+        with session_scope(engine) as session:
+            apply_registry(session, registry=load_registry(registry_file))
+        engine.dispose()
 
     env = {
         **os.environ,
-        "MONITOR_DATABASE_URL": database_url,
-        # The collector's signing key lives with the demo's other keys, not in the checkout.
-        "MONITOR_SERVICE_KEY_FILE": str(workdir.resolve() / "collector.key"),
         "MONITOR_SCORING_INTERVAL_S": "2",
+        "MONITOR_SCORING_SETTLE_S": "2",  # one probe round
         "MONITOR_ROLLUP_INTERVAL_S": "2",
         "MONITOR_INTERVAL_S": "2",
         "MONITOR_ADMIN_TOKEN": token,
+        "MONITOR_SYNC_INTERVAL_S": "2",
+        "MONITOR_BATCHES_SETTLE_S": "1",
     }
     procs = Processes(workdir, env)
     final: dict[str, Any] | None = None
@@ -260,16 +318,31 @@ def run_demo(*, workdir: Path, duration_s: float | None = None, check: bool = Fa
     attestation_problems: list[str] = ["no attestation was issued"]
     try:
         procs.start("simnet", "simnet", "--port", str(sim_port))
-        procs.start("collector", "serve", "--port", str(api_port))
+        for i, name in enumerate(names):
+            procs.env = {
+                **env,
+                "MONITOR_DATABASE_URL": databases[i],
+                # The collector's key lives with the demo's other keys, not in the checkout.
+                "MONITOR_SERVICE_KEY_FILE": str(collector_keys[i]),
+                "MONITOR_PEERS": json.dumps([a for j, a in enumerate(apis) if j != i]),
+            }
+            procs.start(name, "serve", "--port", str(api_ports[i]))
+        procs.env = env
         wait_until_up(f"http://127.0.0.1:{sim_port}/_control", procs)
-        wait_until_up(f"{api}/healthz", procs)
+        for each in apis:
+            wait_until_up(f"{each}/healthz", procs)
+        everywhere = [arg for each in apis for arg in ("--collector", each)]
         for i, key in enumerate(keys):
-            procs.start(f"probe-{i + 1}", "probe", "--collector", api, "--key", str(key))
+            # with several collectors, the last probe reaches the first only: sync does the rest
+            reach = everywhere if i < len(keys) - 1 else ["--collector", api]
+            procs.start(f"probe-{i + 1}", "probe", *reach, "--key", str(key))
         print(f"simulated operators: http://127.0.0.1:{sim_port}/<id>   logs and keys: {workdir}/")
         print(f"API docs: {api}/docs   weights: {api}/v1/weights?chain_id={simnet.DEMO_CHAIN_ID}")
         print(f"SLA this month: {api}/v1/sla/alpha   uptime: {api}/v1/uptime/bravo")
         print(f"badge: {api}/v1/badges/alpha/uptime/24h.svg   breach events: {api}/v1/events")
         print(f"status page: {api}/")
+        for i, other in enumerate(apis[1:], start=2):
+            print(f"collector {i}: {other}/v1/weights?chain_id={simnet.DEMO_CHAIN_ID} (syncs)")
         print("Ctrl-C stops everything.\n", flush=True)
         started = time.monotonic()
         while not _done(started, duration_s, check, first_data):
@@ -283,10 +356,11 @@ def run_demo(*, workdir: Path, duration_s: float | None = None, check: bool = Fa
                 clear = "\x1b[H\x1b[J" if sys.stdout.isatty() else ""
                 print(f"{clear}{render_table(final)}\n", flush=True)
             time.sleep(2)
-        attestation_problems = _attest_if_covered(api, token, workdir, first_data)
+        attestation_problems = combine_weights(apis, signers) if len(apis) > 1 else []
+        attestation_problems += _attest_if_covered(apis, token, workdir, first_data)
     except KeyboardInterrupt:
         print("\nstopping...")
-        attestation_problems = _attest_if_covered(api, token, workdir, first_data)
+        attestation_problems = _attest_if_covered(apis, token, workdir, first_data)
     finally:
         procs.stop_all()
     if check:
@@ -296,8 +370,14 @@ def run_demo(*, workdir: Path, duration_s: float | None = None, check: bool = Fa
             print(f"CHECK FAILED: {problem}")
         if problems:
             return 1
+        together = (
+            f"; the {collectors} collectors' signed weights combine, and every one of them "
+            "signed the attestation"
+            if collectors > 1
+            else ""
+        )
         print(
             "CHECK OK: alpha leads with no lag, bravo and delta below it; charlie (wrong fork) "
-            "and echo (lying head) at weight 0; alpha's attestation verifies"
+            f"and echo (lying head) at weight 0; alpha's attestation verifies{together}"
         )
     return 0

@@ -75,6 +75,21 @@ INGEST_REJECTION_CODES = (
 )
 OTHER_CODE = "other"
 BATCH_OUTCOMES = ("accepted", "duplicate")
+# Why a batch pulled from a peer was not stored: the ingest refusals (a database outage or a bug
+# stops the sync instead), and a body that does not hash to what the peer said.
+PEER_REFUSAL_CODES = (
+    *(c for c in INGEST_REJECTION_CODES if c not in ("database_unavailable", "internal_error")),
+    "hash_mismatch",
+)
+# Why a peer could not be read in a tick (monitor.exceptions.PeerError), or the database failed.
+PEER_FAILURES = (
+    "peer_unreachable",
+    "peer_http_status",
+    "peer_too_large",
+    "peer_malformed",
+    "database_unavailable",
+    "internal_error",
+)
 WEBHOOK_OUTCOMES = ("delivered", "failed")
 
 # The newest batch of a probe is looked for among the last hour's first (an index range); a probe
@@ -141,7 +156,7 @@ class IngestMetrics:
 
 
 class JobMetrics:
-    """The scheduled jobs: scoring, SLA rollups, webhook deliveries."""
+    """The scheduled jobs: scoring, SLA rollups, webhook deliveries, the peer sync."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.scoring_duration = Histogram(
@@ -169,6 +184,61 @@ class JobMetrics:
         )
         for outcome in WEBHOOK_OUTCOMES:
             self.webhook_deliveries.labels(outcome)
+        self.peers = PeerMetrics(registry)
+
+
+class PeerMetrics:
+    """The peer sync (monitor.ingest.sync), per configured peer (its base URL: a bounded,
+    configured set; the series are created for the peers of the settings)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.pulled = Counter(
+            "monitor_peer_batches_pulled",
+            "Batches received from a peer's GET /v1/batches, whatever became of them",
+            ["peer"],
+            registry=registry,
+        )
+        self.stored = Counter(
+            "monitor_peer_batches_stored",
+            "Batches from a peer verified and acknowledged, by outcome: accepted (stored) or "
+            "duplicate (already held)",
+            ["peer", "outcome"],
+            registry=registry,
+        )
+        self.refused = Counter(
+            "monitor_peer_batches_refused",
+            "Batches from a peer refused and skipped, by error code",
+            ["peer", "code"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "monitor_peer_sync_failures",
+            "Syncs with a peer that stopped early (retried next tick), by reason",
+            ["peer", "reason"],
+            registry=registry,
+        )
+        self.last_success = Gauge(
+            "monitor_peer_last_success_timestamp_seconds",
+            "When a sync with the peer last read everything it had ready (Unix time; 0: never "
+            "since start)",
+            ["peer"],
+            registry=registry,
+        )
+
+    def track(self, peers: list[str]) -> None:
+        """Every series of ``peers`` present at 0, so rate() and alerts work from the start."""
+        for peer in peers:
+            self.pulled.labels(peer)
+            self.last_success.labels(peer)
+            for outcome in BATCH_OUTCOMES:
+                self.stored.labels(peer, outcome)
+            for code in (*PEER_REFUSAL_CODES, OTHER_CODE):
+                self.refused.labels(peer, code)
+            for reason in PEER_FAILURES:
+                self.failures.labels(peer, reason)
+
+    def refusal(self, peer: str, code: str) -> None:
+        self.refused.labels(peer, code if code in PEER_REFUSAL_CODES else OTHER_CODE).inc()
 
 
 @dataclass(frozen=True)

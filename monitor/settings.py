@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from eth_utils import is_address, is_checksum_address, to_checksum_address
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,6 +20,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     scoring_interval_s: float = Field(15.0, gt=0)
+    # Runs are made at fixed times (multiples of the interval), this far behind the clock so the
+    # round just observed has arrived; late data replays the runs it concerns, this far back at
+    # most (monitor.scoring.job.buckets_due; docs/decentralization.md, "Deterministic scoring").
+    scoring_settle_s: float = Field(10.0, ge=0)
+    scoring_replay_s: float = Field(300.0, ge=0)
     # Windows the scoring job precomputes; the first one is the default and drives /v1/weights.
     windows: list[str] = ["5m", "1h"]
     # /v1/scores and /v1/weights answers are served from memory and checked against the database
@@ -52,9 +59,64 @@ class Settings(BaseSettings):
     service_key_file: Path = Path("collector.key")
     # Bearer token for the admin endpoints (POST /v1/attestations); unset: they answer 403.
     admin_token: str | None = None
+    # Registry governance (docs/governance.md): `monitor registry apply` applies only a registry
+    # whose hash at least governance_threshold of these addresses signed; none: any registry.
+    governance_signers: list[str] = []
+    governance_threshold: int | None = Field(None, validate_default=True)
+
+    @field_validator("governance_signers")
+    @classmethod
+    def _governance_signers(cls, value: list[str]) -> list[str]:
+        out: list[str] = []
+        for address in value:
+            mixed_case = address[2:] not in (address[2:].lower(), address[2:].upper())
+            if not is_address(address) or (mixed_case and not is_checksum_address(address)):
+                raise ValueError(f"{address!r} is not an address (0x + 40 hex, EIP-55 if mixed)")
+            out.append(to_checksum_address(address))
+        repeated = sorted({a for a in out if out.count(a) > 1})
+        if repeated:
+            raise ValueError(f"signer {', '.join(repeated)} is listed more than once")
+        return out
+
+    @field_validator("governance_threshold")
+    @classmethod
+    def _governance_threshold(cls, value: int | None, info: ValidationInfo) -> int | None:
+        signers = info.data.get("governance_signers")
+        if signers is None:  # the signers were refused; that error is enough
+            return value
+        if not signers and value is not None:
+            raise ValueError("a threshold without MONITOR_GOVERNANCE_SIGNERS")
+        if signers and value is None:
+            raise ValueError(f"required with MONITOR_GOVERNANCE_SIGNERS: k of {len(signers)}")
+        if value is not None and not 1 <= value <= len(signers):
+            raise ValueError(f"must be between 1 and {len(signers)} (the number of signers)")
+        return value
+
+    # Peers (docs/operations.md, "Peers"): other collectors whose signed batches this one pulls
+    # (GET /v1/batches), verifies and stores, every sync_interval_s; a JSON list in the env.
+    peers: list[str] = []
+    sync_interval_s: float = Field(10.0, gt=0)
+    peer_timeout_s: float = Field(10.0, gt=0)  # one GET /v1/batches page, whole
+    # GET /v1/batches serves a batch only this long after it was stored, so a transaction still
+    # committing a lower id is never overtaken by a peer's cursor (monitor.ingest.feed).
+    batches_settle_s: float = Field(5.0, ge=0)
+
+    @field_validator("peers")
+    @classmethod
+    def _peers(cls, value: list[str]) -> list[str]:
+        urls = [check_collector_url(url) for url in value]
+        if any("@" in urlsplit(url).netloc for url in urls):
+            # peer URLs are metric labels and log lines; GET /v1/batches needs no credentials
+            raise ValueError("a peer URL may not carry credentials (user:password@)")
+        repeated = sorted({url for url in urls if urls.count(url) > 1})
+        if repeated:
+            raise ValueError(f"peer {', '.join(repeated)} is listed more than once")
+        return urls
 
     # Probe
-    collector_url: str = "http://127.0.0.1:8000"
+    # Every signed batch goes to each of these collectors (a JSON list in the environment);
+    # stored without a trailing slash, which is also how the outbox names them.
+    collector_urls: list[str] = ["http://127.0.0.1:8000"]
     key_file: Path = Path("probe.key")
     interval_s: float = Field(10.0, gt=0)
     targets_refresh_s: float = Field(60.0, gt=0)
@@ -64,6 +126,35 @@ class Settings(BaseSettings):
     # The probe's own /metrics (docs/metrics.md): off unless a port is set (0: any free port).
     probe_metrics_port: int | None = Field(None, ge=0, le=65535)
     probe_metrics_host: str = "127.0.0.1"
+
+    @field_validator("collector_urls")
+    @classmethod
+    def _collector_urls(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one collector URL is needed")
+        urls = [check_collector_url(url) for url in value]
+        if any("@" in urlsplit(url).netloc for url in urls):
+            # the URLs are metric labels and log lines; a probe authenticates by signing
+            raise ValueError("a collector URL may not carry credentials (user:password@)")
+        repeated = sorted({url for url in urls if urls.count(url) > 1})
+        if repeated:
+            raise ValueError(f"collector {', '.join(repeated)} is listed more than once")
+        return urls
+
+
+def check_collector_url(url: str) -> str:
+    """A collector base URL without its trailing slash; ValueError unless http(s)://host[...]."""
+    stripped = url.strip().rstrip("/")
+    try:
+        parts = urlsplit(stripped)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"collector URL {url!r} is not like http(s)://host[:port][/path]")
+    if parts.query or parts.fragment:
+        raise ValueError(f"collector URL {url!r} has a query or fragment; give the base URL")
+    return stripped
 
 
 def parse_window(text: str) -> int:

@@ -315,6 +315,7 @@ def write_registry(
     *,
     url_base: str,
     probes: list[dict[str, Any]],
+    collectors: list[dict[str, Any]] | None = None,
 ) -> None:
     """Write a registry YAML pointing every operator at its simnet URL."""
     chain_docs = [
@@ -342,7 +343,13 @@ def write_registry(
             },
         )
         doc["endpoints"].append({"chain_id": op.chain_id, "url": f"{base}/{op.operator_id}"})
-    document = {"chains": chain_docs, "operators": list(op_docs.values()), "probes": probes}
+    document: dict[str, Any] = {
+        "chains": chain_docs,
+        "operators": list(op_docs.values()),
+        "probes": probes,
+    }
+    if collectors:
+        document["collectors"] = collectors
     Path(path).write_text(yaml.safe_dump(document, sort_keys=False))
 
 

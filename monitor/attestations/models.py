@@ -1,4 +1,5 @@
-"""Issued attestations and the batches each one commits to (kept past raw retention)."""
+"""Issued attestations, the batches each one commits to (kept past raw retention) and the
+countersignatures of other collectors."""
 
 from __future__ import annotations
 
@@ -37,6 +38,20 @@ class AttestationBatch(Base):
         ForeignKey("attestations.id", ondelete="CASCADE"), primary_key=True
     )
     batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"), primary_key=True, index=True)
+
+
+class AttestationSignature(Base):
+    """A countersignature: another collector's signature over exactly the attestation's typed
+    data (the issuer's own stays in ``attestations.signature``); verified before it is stored."""
+
+    __tablename__ = "attestation_signatures"
+
+    attestation_id: Mapped[int] = mapped_column(
+        ForeignKey("attestations.id", ondelete="CASCADE"), primary_key=True
+    )
+    signer: Mapped[str] = mapped_column(String(42), primary_key=True)  # EIP-55, as recovered
+    signature: Mapped[str] = mapped_column(String(132))
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Document(Base):

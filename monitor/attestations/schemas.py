@@ -36,6 +36,20 @@ class IssueRequest(BaseModel):
             raise ValueError("out of range once converted to UTC") from None
 
 
+class Cosignature(BaseModel):
+    """Another collector's signature over exactly the attestation's ``typed_data``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signer: str = Field(
+        pattern=r"^0x[0-9a-fA-F]{40}$",
+        description="the countersigning collector's address: the signature must recover to it",
+    )
+    signature: str = Field(
+        pattern=r"^0x[0-9a-fA-F]{130}$", description="EIP-712, over the attestation's typed_data"
+    )
+
+
 class AttestationOut(BaseModel):
     """One attestation: everything needed to check its signature with eth-account alone."""
 
@@ -51,6 +65,37 @@ class AttestationOut(BaseModel):
     policy: dict[str, Any] = Field(
         description="the penalty policy in force, whose keccak256 of its canonical JSON is the "
         "signed policyHash"
+    )
+    cosignatures: list[Cosignature] = Field(
+        default_factory=list,
+        description="other collectors' signatures over the same typed_data: each recomputed the "
+        "attestation from its own copy of the evidence (docs/attestations.md)",
+    )
+
+
+class CosignRequest(BaseModel):
+    """The body of ``POST /v1/attestations/cosign``: an attestation as another collector serves
+    it at ``GET /v1/attestations/{id}``. Only ``typed_data`` and ``signature`` are used; ``id``,
+    ``policy`` and ``cosignatures`` are accepted so that the answer can be posted unchanged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    typed_data: dict[str, Any]
+    signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
+    signer: str | None = Field(None, pattern=r"^0x[0-9a-fA-F]{40}$")
+    id: int | None = None
+    policy: dict[str, Any] | None = None
+    cosignatures: list[Cosignature] | None = None
+
+
+class Countersigned(BaseModel):
+    """This collector's answer to ``POST /v1/attestations/cosign``."""
+
+    signer: str = Field(description="this collector's address (GET /v1/identity)")
+    signature: str = Field(description="its signature over the attestation's typed_data")
+    attestation_id: int = Field(
+        description="the id under which this collector now serves the attestation (ids are "
+        "local to each collector)"
     )
 
 

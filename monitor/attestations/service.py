@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,12 +19,17 @@ from sqlalchemy.orm import Session
 
 from monitor.attestations.evidence import evaluate_evidence, unix_ms
 from monitor.attestations.message import attestation_message
-from monitor.attestations.models import Attestation, AttestationBatch
-from monitor.attestations.schemas import AttestationOut, AttestationSummary, EvidenceOut
+from monitor.attestations.models import Attestation, AttestationBatch, AttestationSignature
+from monitor.attestations.schemas import (
+    AttestationOut,
+    AttestationSummary,
+    Cosignature,
+    EvidenceOut,
+)
 from monitor.db.models import Batch, Probe, Result
 from monitor.exceptions import MalformedRequest, NoEvidence, NotFound
 from monitor.signing.collector import attestation_typed_data, sign_typed
-from monitor.sla.penalties import policy_hash, recommend
+from monitor.sla.penalties import PenaltyPolicy, policy_hash, recommend
 from monitor.sla.service import (
     MAX_PERIOD,
     penalty_policy,
@@ -73,20 +79,30 @@ def _evidence_batches(
     ).yield_per(500)
 
 
-def issue_attestation(
+@dataclass(frozen=True)
+class Computed:
+    """An attestation computed from this collector's stored batches, not yet signed."""
+
+    typed: dict[str, Any]  # the full EIP-712 typed data
+    batch_ids: list[int]  # the evidence, as this collector's batches.id
+    policy: PenaltyPolicy
+    violations: list[str]  # the recommendation's violation kinds (the repeat lookup's input)
+
+
+def compute_attestation(
     session: Session,
     *,
-    account: LocalAccount,
     operator_id: str,
     chain_id: int,
     start: datetime,
     end: datetime,
     now: datetime,
+    issued_at: datetime,
     retention_days: float | None = None,
-) -> Attestation:
-    """Compute, sign and store the attestation of ``[start, end)``; its batches are then kept
-    by retention. Raises NotFound (404), MalformedRequest (422 ``bad_period``) or NoEvidence
-    (409) and stores nothing on any problem."""
+) -> Computed:
+    """The attestation of ``[start, end)`` from the stored batches, dated ``issued_at``: what
+    the issuer signs, and what a countersigning collector recomputes (``issued_at`` then the
+    issuer's). Raises NotFound (404), MalformedRequest (422 ``bad_period``) or NoEvidence (409)."""
     chain, operator = subject(session, operator_id=operator_id, chain_id=chain_id)
     start, end = check_period(start, end, now=now)
     kept = (
@@ -151,30 +167,72 @@ def issue_attestation(
             probes=evidence.probes,
             policy_hash=policy_hash(policy),
             recommendation=recommendation,
-            issued_at=unix_ms(now) // 1000,
+            issued_at=unix_ms(issued_at) // 1000,
         )
     )
+    return Computed(typed, batch_ids, policy, [v.kind for v in recommendation.violations])
+
+
+def store_attestation(
+    session: Session, computed: Computed, *, issued_at: datetime, signer: str, signature: str
+) -> Attestation:
+    """Store a signed attestation with its evidence (then kept by retention)."""
+    message = computed.typed["message"]
     row = Attestation(
-        chain_id=chain_id,
-        operator_id=operator_id,
-        period_start=start,
-        period_end=end,
-        issued_at=now,
-        evidence_root=evidence.root,
-        batch_count=len(evidence.batch_hashes),
-        policy_hash=policy_hash(policy),
-        policy=policy.canonical(),
-        violations=json.dumps([v.kind for v in recommendation.violations]),
-        signer=account.address,
-        typed_data=json.dumps(typed, separators=(",", ":")),
-        signature=sign_typed(account, typed),
+        chain_id=message["subject"]["chainId"],
+        operator_id=message["subject"]["operatorId"],
+        period_start=datetime.fromtimestamp(message["period"]["start"], UTC),
+        period_end=datetime.fromtimestamp(message["period"]["end"], UTC),
+        issued_at=issued_at,
+        evidence_root=message["evidenceRoot"],
+        batch_count=message["batchCount"],
+        policy_hash=message["policyHash"],
+        policy=computed.policy.canonical(),
+        violations=json.dumps(computed.violations),
+        signer=signer,
+        typed_data=json.dumps(computed.typed, separators=(",", ":")),
+        signature=signature,
     )
     session.add(row)
     session.flush()
     session.execute(
-        insert(AttestationBatch), [{"attestation_id": row.id, "batch_id": b} for b in batch_ids]
+        insert(AttestationBatch),
+        [{"attestation_id": row.id, "batch_id": b} for b in computed.batch_ids],
     )
     return row
+
+
+def issue_attestation(
+    session: Session,
+    *,
+    account: LocalAccount,
+    operator_id: str,
+    chain_id: int,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    retention_days: float | None = None,
+) -> Attestation:
+    """Compute, sign and store the attestation of ``[start, end)``; its batches are then kept
+    by retention. Raises NotFound (404), MalformedRequest (422 ``bad_period``) or NoEvidence
+    (409) and stores nothing on any problem."""
+    computed = compute_attestation(
+        session,
+        operator_id=operator_id,
+        chain_id=chain_id,
+        start=start,
+        end=end,
+        now=now,
+        issued_at=now,
+        retention_days=retention_days,
+    )
+    return store_attestation(
+        session,
+        computed,
+        issued_at=now,
+        signer=account.address,
+        signature=sign_typed(account, computed.typed),
+    )
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -187,13 +245,24 @@ def get_attestation(session: Session, attestation_id: int) -> Attestation:
     return row
 
 
-def attestation_out(row: Attestation) -> AttestationOut:
+def cosignatures(session: Session, attestation_id: int) -> list[Cosignature]:
+    """The attestation's countersignatures, in the order they were added."""
+    rows = session.execute(
+        select(AttestationSignature.signer, AttestationSignature.signature)
+        .where(AttestationSignature.attestation_id == attestation_id)
+        .order_by(AttestationSignature.added_at, AttestationSignature.signer)
+    )
+    return [Cosignature(signer=signer, signature=signature) for signer, signature in rows]
+
+
+def attestation_out(session: Session, row: Attestation) -> AttestationOut:
     return AttestationOut(
         id=row.id,
         typed_data=json.loads(row.typed_data),
         signature=row.signature,
         signer=row.signer,
         policy=json.loads(row.policy),
+        cosignatures=cosignatures(session, row.id),
     )
 
 

@@ -1,12 +1,14 @@
 """Check an attestation bundle offline (``monitor verify``, docs/attestations.md): the service
-signature, the Merkle root over the batches, every probe batch signature, the figures recomputed
-from the batches, the policy hash and the recommendation. Pure functions returning checks; the
-CLI prints them. Only loading a bundle from a URL touches the network."""
+signature and the other collectors' cosignatures (how many distinct ones, how many registered, a
+threshold), the Merkle root over the batches, every probe batch signature, the figures
+recomputed from the batches, the policy hash and the recommendation. Pure functions returning
+checks; the CLI prints them. Only loading a bundle from a URL touches the network."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from eth_utils import keccak
+from eth_utils import keccak, to_checksum_address
 from pydantic import BaseModel, ValidationError
 
 from monitor.attestations.evidence import evaluate_evidence
@@ -115,23 +117,35 @@ def _message(typed: dict[str, Any], out: list[Check]) -> AttestationMessage | No
     return message
 
 
-def _signature(bundle: BundleOut, pinned: str | None, out: list[Check]) -> None:
-    attestation = bundle.attestation
-    full = {
+def _own_typed_data(bundle: BundleOut) -> dict[str, Any]:
+    """The document's message in our own copy of the types and the domain."""
+    return {
         "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, **SIGNED_TYPES["Attestation"]},
         "primaryType": "Attestation",
         "domain": dict(COLLECTOR_DOMAIN),
-        "message": attestation.typed_data.get("message"),
+        "message": bundle.attestation.typed_data.get("message"),
     }
+
+
+def _recover(full: dict[str, Any], signature: str) -> tuple[str | None, str]:
+    """(signer, "") or (None, why not)."""
     try:
-        signer = recover_signer(full, attestation.signature)
+        return recover_signer(full, signature), ""
     except BadSignature as exc:
-        out.append(Check(False, f"signature: {exc.message}"))
-        return
+        return None, exc.message
     except Exception as exc:  # eth-account on a message that does not fit the types
-        out.append(Check(False, f"signature: the message cannot be encoded: {exc}"))
-        return
-    if signer.lower() != attestation.signer.lower():
+        return None, f"the message cannot be encoded: {exc}"
+
+
+def _signature(bundle: BundleOut, pinned: str | None, out: list[Check]) -> str | None:
+    """Check the issuer's signature; returns its signer when it is the attestation's."""
+    attestation = bundle.attestation
+    signer, why = _recover(_own_typed_data(bundle), attestation.signature)
+    if signer is None:
+        out.append(Check(False, f"signature: {why}"))
+        return None
+    valid = signer.lower() == attestation.signer.lower()
+    if not valid:
         out.append(
             Check(
                 False,
@@ -153,6 +167,52 @@ def _signature(bundle: BundleOut, pinned: str | None, out: list[Check]) -> None:
         same = signer.lower() == pinned.lower()
         text = "is the pinned --signer" if same else f"is not the pinned --signer {pinned}"
         out.append(Check(same, f"signer: {signer} {text}"))
+    return signer if valid else None
+
+
+def _cosigners(
+    bundle: BundleOut,
+    issuer: str | None,
+    collectors: Sequence[str] | None,
+    threshold: int | None,
+    out: list[Check],
+) -> None:
+    """Every cosignature over the same typed data; how many distinct collectors signed, how many
+    of them are registered (``collectors``), and the threshold of registered ones."""
+    full = _own_typed_data(bundle)
+    signers = [issuer] if issuer is not None else []
+    for cosignature in bundle.attestation.cosignatures:
+        signer, why = _recover(full, cosignature.signature)
+        if signer is None:
+            out.append(Check(False, f"cosignature of {cosignature.signer}: {why}"))
+        elif signer.lower() != cosignature.signer.lower():
+            out.append(
+                Check(
+                    False,
+                    f"cosignature of {cosignature.signer}: it recovers to {signer} over the "
+                    "typed data: the typed data or the cosignature was altered",
+                )
+            )
+        else:
+            signers.append(signer)
+    distinct = list(dict.fromkeys(to_checksum_address(s) for s in signers))
+    registered = {c.lower() for c in collectors or ()}
+    counted = [s for s in distinct if s.lower() in registered]
+    who = ", ".join(f"{s}{' (issuer)' if s == issuer else ''}" for s in distinct) or "none"
+    plural = "collector" if len(distinct) == 1 else "collectors"
+    if collectors:
+        of = f"{len(counted)} of them registered (of the {len(registered)} --collector given)"
+    else:
+        of = "none counted as registered (no --collector given)"
+    out.append(Check(True, f"signers: {len(distinct)} distinct {plural} signed: {who}; {of}"))
+    if threshold is not None:
+        out.append(
+            Check(
+                len(counted) >= threshold,
+                f"threshold: {len(counted)} distinct registered collectors signed, "
+                f"{threshold} required",
+            )
+        )
 
 
 def _root(bundle: BundleOut, message: AttestationMessage, out: list[Check]) -> list[str]:
@@ -326,12 +386,23 @@ def _advice(r: RecommendationStruct) -> str:
     return f"{kinds or 'no violation'}; {r.penaltyBps} bps in all"
 
 
-def verify_bundle(bundle: BundleOut, *, signer: str | None = None) -> list[Check]:
+def verify_bundle(
+    bundle: BundleOut,
+    *,
+    signer: str | None = None,
+    collectors: Sequence[str] | None = None,
+    threshold: int | None = None,
+) -> list[Check]:
     """Every check, in order; the bundle is verified when none failed. ``signer``: the
-    collector address to require (pinned from GET /v1/identity)."""
+    collector address to require (pinned from GET /v1/identity). ``collectors``: the registered
+    collectors' addresses; with ``threshold``, at least that many of them must have signed
+    (issuer or cosigner). The signers are reported when the bundle has cosignatures or either
+    is given."""
     out: list[Check] = []
     message = _message(bundle.attestation.typed_data, out)
-    _signature(bundle, signer, out)
+    issuer = _signature(bundle, signer, out)
+    if bundle.attestation.cosignatures or collectors or threshold is not None:
+        _cosigners(bundle, issuer, collectors, threshold, out)
     if message is None:
         return out  # nothing else can be read from a message that does not parse
     hashes = _root(bundle, message, out)

@@ -146,6 +146,10 @@ class ScoringRun(Base):
     window_s: Mapped[int] = mapped_column(Integer)
     as_of: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     duration_ms: Mapped[float] = mapped_column(Float)
+    # The newest batch (batches.id, storage order) stored when the run was made: a batch stored
+    # later that observed this run's window is late data, and the scheduled job replays the run
+    # with it (monitor.scoring.job.buckets_due). None: a run made outside the scheduled job.
+    batches_through: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Score(Base):
@@ -197,4 +201,5 @@ class ProbeScore(Base):
 
 # The other domains' tables, registered on the same metadata (Alembic reads it from here).
 from monitor.attestations import models as _attestations  # noqa: E402, F401
+from monitor.ingest import models as _ingest  # noqa: E402, F401
 from monitor.sla import models as _sla  # noqa: E402, F401

@@ -127,3 +127,30 @@ class BatchAck(BaseModel):
     probe: str
     results: int
     duplicate: bool  # true when this exact batch was stored before: nothing new was written
+
+
+# A GET /v1/batches cursor: opaque to the reader (this collector's own are the decimal storage
+# sequence, monitor.ingest.feed), bounded so a peer cannot make us store anything large.
+Cursor = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z_.:-]{1,128}$")]
+
+
+class BatchEntry(BaseModel):
+    """One stored signed batch: ``body`` is the raw body exactly as the probe sent it (its UTF-8
+    bytes hash, keccak256, to ``hash``), a JSON string so that no byte of it changes."""
+
+    model_config = ConfigDict(strict=True)
+
+    hash: Hash32
+    body: str
+
+
+class BatchPage(BaseModel):
+    """``GET /v1/batches``: batches in the order this collector stored them, after ``since``.
+    ``next`` is the cursor to ask with for the following ones (``since`` itself when the page is
+    empty); ``more`` says whether a following page is ready now."""
+
+    model_config = ConfigDict(strict=True)  # extra fields ignored: a newer peer may add some
+
+    batches: list[BatchEntry]
+    next: Cursor
+    more: bool

@@ -9,11 +9,12 @@ from typing import Any
 
 from eth_utils import keccak
 from pydantic import ValidationError
-from sqlalchemy import ARRAY, BigInteger, any_, bindparam, insert, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import ARRAY, BigInteger, Engine, any_, bindparam, insert, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from monitor.db.models import Batch, Endpoint, Result
+from monitor.db.session import session_scope
 from monitor.exceptions import (
     BatchConflict,
     ClockSkew,
@@ -22,6 +23,7 @@ from monitor.exceptions import (
 )
 from monitor.ingest.schemas import BatchAck, ProbeResult, SignedBatch
 from monitor.registry.service import require_active_probe
+from monitor.settings import Settings
 from monitor.signing.eip712 import verify_batch
 
 # Observations may precede the batch's creation by at most this much (a round plus slack), and
@@ -87,6 +89,30 @@ def ingest_batch(
     return store_batch(
         session, body=body, now=now, clock_skew=clock_skew, max_results=max_results
     ).ack
+
+
+def receive_batch(engine: Engine, *, body: bytes, settings: Settings) -> Ingested:
+    """One batch in its own transaction, as POST /v1/batches and the peer sync
+    (monitor.ingest.sync) take it alike: the size limit, then :func:`store_batch` at the current
+    time. A race lost to the same batch arriving at once on another connection is retried: it
+    is then acknowledged as a duplicate."""
+    if len(body) > settings.max_body_bytes:
+        raise PayloadTooLarge(f"body of {len(body)} bytes; the limit is {settings.max_body_bytes}")
+
+    def store() -> Ingested:
+        with session_scope(engine) as session:
+            return store_batch(
+                session,
+                body=body,
+                now=datetime.now(UTC),
+                clock_skew=timedelta(seconds=settings.clock_skew_s),
+                max_results=settings.max_results_per_batch,
+            )
+
+    try:
+        return store()
+    except IntegrityError:
+        return store()
 
 
 def store_batch(

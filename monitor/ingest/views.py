@@ -1,18 +1,21 @@
-"""POST /v1/batches: thin; the body is read with a size cap, the rest is the service's. Each
-request is counted (monitor.metrics.IngestMetrics): stored once committed, refused by its code."""
+"""POST /v1/batches and GET /v1/batches: thin. The posted body is read with a size cap, the
+rest is the service's; each request is counted (monitor.metrics.IngestMetrics): stored once
+committed, refused by its code. GET serves the stored batches, a page at a time, to peers."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
-from fastapi import APIRouter, Request
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from monitor.db.session import session_scope
 from monitor.exceptions import MonitorError, PayloadTooLarge
-from monitor.ingest.schemas import BatchAck
-from monitor.ingest.service import Ingested, store_batch
+from monitor.ingest.feed import DEFAULT_LIMIT, MAX_LIMIT, batches_since, parse_cursor
+from monitor.ingest.schemas import BatchAck, BatchPage
+from monitor.ingest.service import Ingested, receive_batch
 from monitor.metrics import IngestMetrics
 
 router = APIRouter(tags=["ingest"])
@@ -65,19 +68,39 @@ async def post_batch(request: Request) -> BatchAck:
 async def _ingest(request: Request) -> Ingested:
     settings = request.app.state.settings
     body = await read_body_capped(request, settings.max_body_bytes)
+    return await run_in_threadpool(
+        lambda: receive_batch(request.app.state.engine, body=body, settings=settings)
+    )
 
-    def store() -> Ingested:
+
+@router.get(
+    "/v1/batches",
+    response_model=BatchPage,
+    summary="The stored signed batches, in the order this collector stored them (for peers)",
+    responses={422: {"description": "malformed cursor or limit"}},
+)
+async def list_batches(
+    request: Request,
+    since: str = Query(
+        "0", max_length=64, description="`next` of the previous page; 0: from the start"
+    ),
+    limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="batches per page, at most"),
+) -> Response:
+    sequence = parse_cursor(since)
+    settings = request.app.state.settings
+
+    def load() -> str:
+        settled = datetime.now(UTC) - timedelta(seconds=settings.batches_settle_s)
         with session_scope(request.app.state.engine) as session:
-            return store_batch(
-                session,
-                body=body,
-                now=datetime.now(UTC),
-                clock_skew=timedelta(seconds=settings.clock_skew_s),
-                max_results=settings.max_results_per_batch,
-            )
+            page = batches_since(session, since=sequence, limit=limit, settled_before=settled)
+        # Written by hand, off the event loop (megabytes): each body a JSON string of its bytes.
+        return json.dumps(
+            {
+                "batches": [{"hash": b.hash, "body": b.body} for b in page.batches],
+                "next": page.next,
+                "more": page.more,
+            },
+            separators=(",", ":"),
+        )
 
-    try:
-        return await run_in_threadpool(store)
-    except IntegrityError:
-        # The same batch raced in on another connection and won: now it is a duplicate.
-        return await run_in_threadpool(store)
+    return Response(await run_in_threadpool(load), media_type="application/json")

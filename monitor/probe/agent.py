@@ -1,8 +1,12 @@
 """The probe agent: fetch targets, run rounds on a schedule, sign, queue, deliver.
 
 Rounds run under APScheduler with ``max_instances=1`` and ``coalesce``: a round that overruns its
-interval makes the next one wait (skipped, not stacked). Delivery is its own task, so a collector
-that is down or slow never delays a round; every batch sits in the outbox until acknowledged.
+interval makes the next one wait (skipped, not stacked). Every signed batch goes to each
+configured collector; delivery is one task per collector, with its own backoff and its own queue
+in the outbox, so a collector that is down or slow never delays a round nor the other collectors,
+and a batch stays on disk until every collector has acknowledged or refused it for good.
+Targets come from the collectors in their configured order, the first that answers winning (they
+apply the same registry, so the endpoint ids are the same everywhere).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import contextlib
 import logging
 import random
 import signal
+import sqlite3
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -36,6 +41,9 @@ log = logging.getLogger("monitor.probe")
 TARGETS_PATH = "/v1/targets"
 BATCHES_PATH = "/v1/batches"
 MAX_BACKOFF_S = 15.0  # a collector back from an outage hears from every probe within ~18 s
+# A collector that hangs holds up the next one in the targets order this long at most (a first
+# round waits for targets; later refreshes run beside the rounds).
+TARGETS_TIMEOUT_S = 10.0
 
 
 # Refusals that a later attempt can overcome: the probe's clock ran ahead, or the registry that
@@ -76,14 +84,17 @@ class ProbeAgent:
         self.settings = settings
         self.account = account
         self.outbox = outbox
-        self.metrics = metrics or ProbeMetrics(outbox=outbox.path)
+        self.collectors: tuple[str, ...] = tuple(settings.collector_urls)
+        outbox.configure(self.collectors)
+        self.metrics = metrics or ProbeMetrics(collectors=self.collectors, outbox=outbox.path)
         self.targets: Targets | None = None
         self._operators = operator_client(
             concurrency=settings.concurrency, timeout_s=settings.rpc_timeout_s
         )
-        self._collector = httpx.AsyncClient(
-            base_url=settings.collector_url.rstrip("/"), timeout=30.0
-        )
+        # A client (and connection pool) per collector: a slow one holds only its own.
+        self._clients = {
+            url: httpx.AsyncClient(base_url=url, timeout=30.0) for url in self.collectors
+        }
         self._rpc = RpcClient(
             self._operators,
             timeout_s=settings.rpc_timeout_s,
@@ -91,27 +102,34 @@ class ProbeAgent:
         )
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._memory: dict[int, ChainMemory] = {}  # per chain: check cadence, head history
-        self._new_batch = asyncio.Event()
+        self._new_batch = {url: asyncio.Event() for url in self.collectors}
         self._round_task: asyncio.Task[object] | None = None
         self._refresh_task: asyncio.Task[object] | None = None
         self._stopping = False
 
     async def refresh_targets(self) -> bool:
-        headers = auth_headers(self.account, method="GET", path=TARGETS_PATH)
+        """Targets from the first collector, in configured order, that serves them."""
         self._refresh_task = asyncio.current_task()
         try:
-            response = await self._collector.get(TARGETS_PATH, headers=headers)
-            response.raise_for_status()
-            self.targets = Targets.model_validate(response.json())
-        except (httpx.HTTPError, ValueError) as exc:  # ValueError: not JSON, not targets
-            log.warning("targets: %s; keeping the last list", _describe(exc))
+            for url, client in self._clients.items():
+                headers = auth_headers(self.account, method="GET", path=TARGETS_PATH)
+                try:
+                    response = await client.get(
+                        TARGETS_PATH, headers=headers, timeout=TARGETS_TIMEOUT_S
+                    )
+                    response.raise_for_status()
+                    self.targets = Targets.model_validate(response.json())
+                except (httpx.HTTPError, ValueError) as exc:  # ValueError: not JSON, not targets
+                    log.warning("targets from %s: %s", url, _describe(exc))
+                    continue
+                return True
+            log.warning("targets: no collector served them; keeping the last list")
             return False
         except asyncio.CancelledError:
             self._absorb_stop("targets refresh")
             return False
         finally:
             self._refresh_task = None
-        return True
 
     async def round(self) -> str | None:
         """One round: check, sign, queue. Returns the batch id, or None with no targets yet."""
@@ -140,7 +158,8 @@ class ProbeAgent:
             return None
         finally:
             self._round_task = None
-        self._new_batch.set()
+        for event in self._new_batch.values():
+            event.set()
         return batch.message.batchId
 
     def _absorb_stop(self, what: str) -> None:
@@ -163,52 +182,71 @@ class ProbeAgent:
                 task.cancel()
                 await asyncio.wait({task}, timeout=1.0)
 
-    async def deliver_pending(self) -> bool:
-        """Send what the outbox holds, oldest first. False when the collector must be retried."""
-        while pending := self.outbox.oldest():
+    async def deliver_pending(self, *, collector: str | None = None) -> bool:
+        """Send what the outbox holds for ``collector`` (None: each, concurrently), oldest
+        first. False when a collector must be retried."""
+        if collector is None:
+            done = await asyncio.gather(*(self._deliver(url) for url in self.collectors))
+            return all(done)
+        return await self._deliver(collector)
+
+    async def _deliver(self, url: str) -> bool:
+        client = self._clients[url]
+        count = self.metrics.deliveries
+        while pending := self.outbox.oldest(collector=url):
             for item in pending:
                 try:
-                    response = await self._collector.post(
+                    response = await client.post(
                         BATCHES_PATH,
                         content=item.body,
                         headers={"content-type": "application/json"},
                     )
                 except httpx.HTTPError as exc:
-                    log.info("delivery: collector unreachable (%s)", _describe(exc))
-                    self.outbox.attempted(item.batch_id)
-                    self.metrics.deliveries.labels("retry").inc()
+                    log.info("delivery to %s: unreachable (%s)", url, _describe(exc))
+                    self.outbox.attempted(item.batch_id, collector=url)
+                    count.labels(url, "retry").inc()
                     return False
                 status = response.status_code
                 if status == 200:
-                    self.outbox.acknowledge(item.batch_id)
-                    outcome = "duplicate" if _duplicate(response) else "accepted"
-                    self.metrics.deliveries.labels(outcome).inc()
+                    self.outbox.acknowledge(item.batch_id, collector=url)
+                    count.labels(url, "duplicate" if _duplicate(response) else "accepted").inc()
                 elif _worth_retrying(response):
-                    log.warning("delivery: HTTP %s %s; will retry", status, response.text[:300])
-                    self.outbox.attempted(item.batch_id)
-                    self.metrics.deliveries.labels("retry").inc()
+                    log.warning(
+                        "delivery to %s: HTTP %s %s; will retry", url, status, response.text[:300]
+                    )
+                    self.outbox.attempted(item.batch_id, collector=url)
+                    count.labels(url, "retry").inc()
                     return False
-                else:  # refused for good: keep it on disk, out of the queue's way
-                    log.error("delivery: batch %s refused: %s", item.batch_id, response.text[:300])
-                    self.outbox.reject(item.batch_id, status=status, reason=response.text[:2000])
-                    self.metrics.deliveries.labels("rejected").inc()
+                else:  # refused for good by this collector: kept on disk, out of its queue
+                    log.error(
+                        "delivery to %s: batch %s refused: %s",
+                        url,
+                        item.batch_id,
+                        response.text[:300],
+                    )
+                    self.outbox.reject(
+                        item.batch_id, collector=url, status=status, reason=response.text[:2000]
+                    )
+                    count.labels(url, "rejected").inc()
         return True
 
-    async def delivery_loop(self) -> None:
+    async def delivery_loop(self, collector: str) -> None:
+        """Deliver to one collector for ever, with a backoff of its own."""
+        new_batch = self._new_batch[collector]
         failures = 0
         while True:
+            new_batch.clear()  # before reading the queue: a batch queued meanwhile wakes us
             try:
-                delivered = await self.deliver_pending()
+                delivered = await self._deliver(collector)
             except Exception:  # e.g. the outbox file: keep trying, never stop delivering
-                log.exception("delivery: unexpected error")
+                log.exception("delivery to %s: unexpected error", collector)
                 delivered = False
             if delivered:
                 failures = 0
-                self._new_batch.clear()
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(5.0):
-                        await self._new_batch.wait()
+                        await new_batch.wait()
             else:
                 failures += 1
                 delay = min(MAX_BACKOFF_S, 0.5 * 2**failures) * random.uniform(0.8, 1.2)
@@ -216,14 +254,23 @@ class ProbeAgent:
 
     async def aclose(self) -> None:
         await self._operators.aclose()
-        await self._collector.aclose()
+        for client in self._clients.values():
+            await client.aclose()
 
 
 async def run_probe(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM (or ``stop``): the long-running ``monitor probe``."""
     account = load_key(settings.key_file)
-    outbox = Outbox(settings.key_file.with_name(settings.key_file.name + ".outbox.sqlite"))
-    agent = ProbeAgent(settings=settings, account=account, outbox=outbox)
+    outbox_file = settings.key_file.with_name(settings.key_file.name + ".outbox.sqlite")
+    try:
+        outbox = Outbox(outbox_file)
+    except sqlite3.DatabaseError as exc:  # not an outbox, or one from a newer probe
+        raise ConfigError(f"outbox {outbox_file}: {exc}") from None
+    try:
+        agent = ProbeAgent(settings=settings, account=account, outbox=outbox)
+    except BaseException:
+        outbox.close()
+        raise
     metrics_server = None
     if settings.probe_metrics_port is not None:
         try:
@@ -243,12 +290,12 @@ async def run_probe(settings: Settings, *, stop: asyncio.Event | None = None) ->
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
             loop.add_signal_handler(sig, stop.set)
     log.info(
-        "probe %s -> %s, every %g s, outbox %s (%d pending)",
+        "probe %s -> %s, every %g s, outbox %s (%s)",
         account.address,
-        settings.collector_url,
+        ", ".join(agent.collectors),
         settings.interval_s,
         outbox.path,
-        outbox.depth(),
+        ", ".join(f"{outbox.depth(collector=url)} pending for {url}" for url in agent.collectors),
     )
     scheduler = AsyncIOScheduler(timezone=UTC)
     scheduler.add_job(
@@ -269,7 +316,10 @@ async def run_probe(settings: Settings, *, stop: asyncio.Event | None = None) ->
         coalesce=True,
         id="targets",
     )
-    delivery = asyncio.create_task(agent.delivery_loop())
+    deliveries = [
+        asyncio.create_task(agent.delivery_loop(url), name=f"delivery to {url}")
+        for url in agent.collectors
+    ]
     scheduler.start()
     try:
         await stop.wait()
@@ -278,8 +328,9 @@ async def run_probe(settings: Settings, *, stop: asyncio.Event | None = None) ->
         # A round takes three calls' timeouts at most per endpoint, plus waits for a free slot.
         await agent.stop_jobs(timeout_s=max(settings.interval_s, 3 * settings.rpc_timeout_s) + 5)
         scheduler.shutdown(wait=False)
-        delivery.cancel()
-        await asyncio.wait({delivery}, timeout=5.0)
+        for task in deliveries:
+            task.cancel()
+        await asyncio.wait(deliveries, timeout=5.0)
         await agent.aclose()
         if metrics_server is not None:
             await asyncio.to_thread(metrics_server.stop)  # its port is closed on return

@@ -1,6 +1,7 @@
 """The probe's own Prometheus metrics (docs/metrics.md), served on a port of its own when
 ``MONITOR_PROBE_METRICS_PORT`` is set: rounds, check verdicts, deliveries, RPC latency, and the
-outbox's depth read at scrape time.
+outbox's depth read at scrape time; deliveries and depth per collector (the configured URLs: a
+bounded label).
 
 One ``CollectorRegistry`` per agent, never the global default registry. The HTTP server is
 prometheus-client's own, in a thread; it reads the outbox through a connection of its own
@@ -13,8 +14,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
@@ -36,41 +38,58 @@ ROUND_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
 DELIVERY_OUTCOMES = ("accepted", "duplicate", "retry", "rejected")
 
 
-def outbox_counts(path: Path) -> tuple[int, int]:
-    """(pending, rejected) batches in the outbox at ``path``, through a short-lived connection."""
+@dataclass(frozen=True, slots=True)
+class OutboxCounts:
+    batches: int  # bodies on disk: some collector still needs them
+    pending: dict[str, int]  # collector -> batches it has yet to take
+    rejected: dict[str, int]  # collector -> batches it refused for good
+
+
+def outbox_counts(path: Path) -> OutboxCounts:
+    """What the outbox at ``path`` holds, through a short-lived connection."""
     with closing(sqlite3.connect(path, timeout=5.0)) as db:
-        pending = db.execute("SELECT count(*) FROM pending").fetchone()[0]
-        rejected = db.execute("SELECT count(*) FROM rejected").fetchone()[0]
-    return int(pending), int(rejected)
+        batches = db.execute("SELECT count(*) FROM pending").fetchone()[0]
+        pending = db.execute("SELECT collector, count(*) FROM deliveries GROUP BY collector")
+        rejected = db.execute("SELECT collector, count(*) FROM rejected GROUP BY collector")
+        return OutboxCounts(int(batches), dict(pending.fetchall()), dict(rejected.fetchall()))
 
 
 class OutboxCollector(Collector):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, collectors: Sequence[str]) -> None:
         self.path = path
+        self.collectors = tuple(collectors)  # the label's values: the configured URLs only
 
     def collect(self) -> Iterator[Metric]:
-        depth = GaugeMetricFamily(
-            "monitor_probe_outbox_depth",
-            "Batches in the outbox: pending (not yet acknowledged) or rejected (refused for good)",
-            labels=["state"],
-        )
         try:
-            pending, rejected = outbox_counts(self.path)
+            counts = outbox_counts(self.path)
         except sqlite3.Error as exc:  # absent from this scrape rather than a failed scrape
             log.warning("metrics: outbox unreadable (%s)", exc)
             return
-        depth.add_metric(["pending"], pending)
-        depth.add_metric(["rejected"], rejected)
+        depth = GaugeMetricFamily(
+            "monitor_probe_outbox_depth",
+            "Batches in the outbox per collector: pending (not yet acknowledged by it) or "
+            "rejected (refused for good by it)",
+            labels=["collector", "state"],
+        )
+        for url in self.collectors:
+            depth.add_metric([url, "pending"], counts.pending.get(url, 0))
+            depth.add_metric([url, "rejected"], counts.rejected.get(url, 0))
         yield depth
+        yield GaugeMetricFamily(
+            "monitor_probe_outbox_batches",
+            "Batch bodies on disk: not yet acknowledged or refused by every collector",
+            value=counts.batches,
+        )
 
 
 class ProbeMetrics:
-    """The agent's instruments; with ``outbox``, the outbox depth too (read at scrape time)."""
+    """The agent's instruments, labelled by ``collectors`` (the configured URLs) where per
+    collector; with ``outbox``, the outbox depth too (read at scrape time)."""
 
-    def __init__(self, *, outbox: Path | None = None) -> None:
+    def __init__(self, *, collectors: Sequence[str] = (), outbox: Path | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         if outbox is not None:
-            self.registry.register(OutboxCollector(outbox))
+            self.registry.register(OutboxCollector(outbox, collectors))
         self.rounds = Counter(
             "monitor_probe_rounds",
             "Rounds completed and queued as a signed batch",
@@ -91,9 +110,10 @@ class ProbeMetrics:
         )
         self.deliveries = Counter(
             "monitor_probe_deliveries",
-            "Batch delivery attempts, by outcome: accepted, duplicate (stored before), retry "
-            "(collector unreachable, busy or asking for a retry), rejected (refused for good)",
-            ["outcome"],
+            "Batch delivery attempts, by collector and outcome: accepted, duplicate (stored "
+            "before), retry (collector unreachable, busy or asking for a retry), rejected "
+            "(refused for good)",
+            ["collector", "outcome"],
             registry=self.registry,
         )
         self.rpc_latency = Histogram(
@@ -113,8 +133,9 @@ class ProbeMetrics:
         for name in CHECKS:  # every series present from the start, at 0
             for outcome in CHECK_OUTCOMES:
                 self.checks.labels(name, outcome)
-        for outcome in DELIVERY_OUTCOMES:
-            self.deliveries.labels(outcome)
+        for url in collectors:
+            for outcome in DELIVERY_OUTCOMES:
+                self.deliveries.labels(url, outcome)
 
     def round_done(
         self, *, duration_s: float, results: list[ProbeResult], outcomes: CheckOutcomes

@@ -1,9 +1,11 @@
 """Apply a registry: idempotent upsert; what the file no longer lists is deactivated, never
-deleted, so the history that refers to it stays."""
+deleted, so the history that refers to it stays. With governance configured, only a registry
+whose hash enough governance signers approved (monitor.registry.governance) is applied at all."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +14,11 @@ from sqlalchemy.orm import Session
 
 from monitor.attestations.models import Document
 from monitor.db.models import Chain, Endpoint, Operator, Probe, utcnow
-from monitor.registry.schema import Registry
+from monitor.exceptions import GovernanceError
+from monitor.registry.canonical import canonical_registry, hash_bytes
+from monitor.registry.governance import Approval, Governance, RegistrySignature, approve
+from monitor.registry.schema import Registry, endpoint_id
+from monitor.registry.state import record_applied, registry_in_force
 from monitor.sla.penalties import policy_hash
 
 KINDS = ("chains", "operators", "endpoints", "probes")
@@ -27,6 +33,7 @@ class ApplySummary:
     created: dict[str, int] = field(default_factory=_counts)
     updated: dict[str, int] = field(default_factory=_counts)
     deactivated: dict[str, int] = field(default_factory=_counts)
+    approval: Approval | None = None  # the hash applied and who approved it
 
     def __str__(self) -> str:
         parts = []
@@ -50,8 +57,24 @@ def _set(row: object, values: dict[str, object]) -> bool:
     return changed
 
 
-def apply_registry(session: Session, *, registry: Registry) -> ApplySummary:
-    summary = ApplySummary()
+def apply_registry(
+    session: Session,
+    *,
+    registry: Registry,
+    governance: Governance | None = None,
+    signatures: Sequence[RegistrySignature] = (),
+    source: str = "registry",
+) -> ApplySummary:
+    """Apply ``registry`` in the caller's transaction. GovernanceError (before anything is
+    written) when ``governance`` is set and ``signatures`` do not approve this registry's hash."""
+    body = canonical_registry(registry)
+    try:
+        approval = approve(hash_bytes(body), signatures, governance=governance, source=source)
+    except GovernanceError as exc:
+        in_force = registry_in_force(session)
+        kept = in_force.hash if in_force is not None else "none applied yet"
+        raise GovernanceError(f"{exc.message}: {kept}") from None
+    summary = ApplySummary(approval=approval)
 
     def upsert(
         kind: str, existing: object | None, values: dict[str, object], new: object
@@ -128,6 +151,7 @@ def apply_registry(session: Session, *, registry: Registry) -> ApplySummary:
                 endpoints.get(key),
                 {"archive": ep.archive},
                 Endpoint(
+                    id=endpoint_id(operator.id, ep.chain_id, ep.url),
                     operator_id=operator.id,
                     chain_id=ep.chain_id,
                     url=ep.url,
@@ -158,5 +182,6 @@ def apply_registry(session: Session, *, registry: Registry) -> ApplySummary:
                 row.active = False
                 row.updated_at = utcnow()
                 summary.deactivated[kind] += 1
+    record_applied(session, body=body, approval=approval, collectors=registry.collectors)
     session.flush()
     return summary

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import yaml
-from eth_utils import is_address, is_checksum_address, to_checksum_address
+from eth_utils import is_address, is_checksum_address, keccak, to_checksum_address
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -77,6 +77,15 @@ class ChainEntry(_Strict):
         return out
 
 
+def endpoint_id(operator_id: str, chain_id: int, url: str) -> int:
+    """An endpoint's id, the same on every collector that applies the registry: probes sign it
+    and collectors exchange their batches (docs/decentralization.md). The first 52 bits of
+    keccak256("<operator>\\n<chain id>\\n<url>"), plus one: never 0, and exact in a JSON
+    reader's double (below 2**53)."""
+    digest = keccak(f"{operator_id}\n{chain_id}\n{url}".encode())
+    return (int.from_bytes(digest[:8], "big") >> 12) + 1
+
+
 class EndpointEntry(_Strict):
     chain_id: int = Field(gt=0)
     url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")]
@@ -100,6 +109,17 @@ class OperatorEntry(_Strict):
     sla: dict[int, SlaOverrides] = {}
 
 
+def checked_address(value: str) -> str:
+    """``value`` as an EIP-55 address; a mixed-case one must carry a valid checksum."""
+    if not is_address(value):
+        raise ValueError("not an Ethereum address (0x followed by 40 hex digits)")
+    mixed_case = value[2:] not in (value[2:].lower(), value[2:].upper())
+    if mixed_case and not is_checksum_address(value):
+        # A typo in a checksummed address would otherwise register a different signer.
+        raise ValueError("EIP-55 checksum does not match: check the address for a typo")
+    return to_checksum_address(value)
+
+
 class ProbeEntry(_Strict):
     address: str
     name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
@@ -108,19 +128,43 @@ class ProbeEntry(_Strict):
     @field_validator("address")
     @classmethod
     def _checksum(cls, value: str) -> str:
-        if not is_address(value):
-            raise ValueError("not an Ethereum address (0x followed by 40 hex digits)")
-        mixed_case = value[2:] not in (value[2:].lower(), value[2:].upper())
-        if mixed_case and not is_checksum_address(value):
-            # A typo in a checksummed address would otherwise register a different probe.
-            raise ValueError("EIP-55 checksum does not match: check the address for a typo")
-        return to_checksum_address(value)
+        return checked_address(value)
+
+
+class CollectorEntry(_Strict):
+    """A collector of the network: whose signatures (weights, attestations) count as a
+    registered collector's (docs/governance.md)."""
+
+    address: str  # its signing address, as GET /v1/identity shows it
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")] | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _checksum(cls, value: str) -> str:
+        return checked_address(value)
+
+    @field_validator("url")
+    @classmethod
+    def _public(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError on a port that is not a number in range
+        if not parts.hostname:
+            raise ValueError("URL has no host")
+        if "@" in parts.netloc or parts.query or parts.fragment:
+            # Published at GET /v1/identity: a base URL only, never credentials.
+            raise ValueError("a collector URL is public: no user info, query or fragment")
+        return value
 
 
 class Registry(_Strict):
     chains: list[ChainEntry] = []
     operators: list[OperatorEntry] = []
     probes: list[ProbeEntry] = []
+    # The network's collectors (docs/governance.md); optional.
+    collectors: list[CollectorEntry] = []
     # The penalty policy (docs/sla.md, "From verdicts to consequences"); defaults when absent.
     penalties: PenaltyPolicy = PenaltyPolicy()
 
@@ -131,6 +175,8 @@ class Registry(_Strict):
         problems += _duplicates("chains", "chain_id", chain_ids)
         problems += _duplicates("operators", "id", [o.id for o in self.operators])
         problems += _duplicates("probes", "address", [p.address for p in self.probes])
+        problems += _duplicates("collectors", "address", [c.address for c in self.collectors])
+        ids: dict[int, tuple[tuple[str, int, str], str]] = {}
         for i, operator in enumerate(self.operators):
             seen: set[tuple[int, str]] = set()
             for j, endpoint in enumerate(operator.endpoints):
@@ -140,6 +186,13 @@ class Registry(_Strict):
                 if (endpoint.chain_id, endpoint.url) in seen:
                     problems.append(f"{where}.url: listed twice for chain {endpoint.chain_id}")
                 seen.add((endpoint.chain_id, endpoint.url))
+                key = (operator.id, endpoint.chain_id, endpoint.url)
+                first = ids.setdefault(endpoint_id(*key), (key, where))
+                if first[0] != key:  # 52 bits: about one registry in 10**6 at 100,000 endpoints
+                    problems.append(
+                        f"{where}.url: its id collides with {first[1]}'s; change either URL "
+                        "(e.g. a trailing slash)"
+                    )
             for chain_id in operator.sla:
                 if chain_id not in chain_ids:
                     problems.append(

@@ -1,22 +1,25 @@
-"""The scheduled scoring job: every ``scoring_interval_s``, every chain and window, one run;
-the SLA's jobs (monitor.sla.job) share its scheduler. With several replicas on one PostgreSQL,
-one of them makes each interval's run (monitor.db.locks)."""
+"""The scheduled scoring job: every ``scoring_interval_s``, every chain and window, one run at
+a fixed evaluation time, replayed when late data arrives (:func:`buckets_due`); the SLA's jobs
+(monitor.sla.job) share its scheduler. With several replicas on one PostgreSQL, one of them
+makes each interval's runs (monitor.db.locks)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from eth_account.signers.local import LocalAccount
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 
 from monitor.db.locks import interval_start, run_once
-from monitor.db.models import ScoringRun
+from monitor.db.models import Batch, Result, ScoringRun
 from monitor.db.session import session_scope
+from monitor.ingest.sync import add_sync_job
 from monitor.scoring.service import RunSummary, score_all
 from monitor.settings import Settings, parse_window
 from monitor.sla.job import add_sla_jobs
@@ -48,34 +51,96 @@ def run_scoring(
     return summaries
 
 
-def scored_since(engine: Engine, start: datetime) -> bool:
-    """Has a run (of any chain and window: one tick scores them all) started at ``start`` or
-    later?"""
-    with session_scope(engine) as session:
-        return (
-            session.scalar(select(ScoringRun.id).where(ScoringRun.as_of >= start).limit(1))
-            is not None
+def buckets_due(
+    session: Session,
+    *,
+    now: datetime,
+    interval_s: float,
+    settle_s: float,
+    replay_s: float,
+) -> tuple[list[datetime], int | None]:
+    """The evaluation times the scheduled job scores now, oldest first, and the newest stored
+    batch id they take into account.
+
+    Evaluation times are fixed buckets, multiples of the interval since the epoch, ``settle_s``
+    behind the clock so that the round just observed has arrived: every collector scores the
+    same instants. The list is the current bucket unless already scored, preceded by
+    * buckets missed while the job was not running (down, or another replica's turn skipped), and
+    * buckets whose window a batch stored since their run observed: late data (a probe's outbox
+      catching up, a peer's batches after a partition). Replaying them, in order, makes the
+      stored runs those that the complete data gives, hysteresis included; a collector that
+      received the same batches in any order or at any time then holds the same runs.
+    Both reach back ``replay_s`` at most; older runs stay as they were made."""
+    interval = timedelta(seconds=interval_s)
+    target = interval_start(now - timedelta(seconds=settle_s), interval_s)
+    oldest = target - timedelta(seconds=replay_s)
+    newest_batch = session.scalar(select(func.max(Batch.id)))
+    last = session.execute(
+        select(ScoringRun.as_of, ScoringRun.batches_through)
+        .order_by(ScoringRun.as_of.desc(), ScoringRun.id.desc())
+        .limit(1)
+    ).first()
+    if last is None:
+        return [target], newest_batch
+    last_as_of, seen = last
+    start = last_as_of + interval if last_as_of < target else None
+    if seen is not None:
+        earliest = session.scalar(
+            select(func.min(Result.observed_at)).where(Result.batch_id > seen)
         )
+        if earliest is not None and earliest < min(target, last_as_of):
+            # the first bucket whose window [T - window, T) holds it is the next one after it
+            late = interval_start(earliest, interval_s) + interval
+            start = late if start is None else min(start, late)
+    if start is None:
+        return [], newest_batch
+    start = max(start, interval_start(oldest, interval_s))
+    buckets: list[datetime] = []
+    at = start
+    while at <= target and len(buckets) < replay_s / interval_s + 2:
+        buckets.append(at)
+        at += interval
+    return buckets, newest_batch
 
 
 def scheduled_scoring(
-    engine: Engine, settings: Settings, *, metrics: JobMetrics | None = None
+    engine: Engine,
+    settings: Settings,
+    *,
+    metrics: JobMetrics | None = None,
+    now: datetime | None = None,
 ) -> list[RunSummary] | None:
-    """One scheduled tick: the run, or None when another replica is making it or has made this
-    interval's (PostgreSQL; on SQLite, one process, every tick runs)."""
-    now = datetime.now(UTC)
-    interval = settings.scoring_interval_s
+    """One scheduled tick (:func:`buckets_due`) at ``now`` (default: the clock): the runs it
+    made, or None when another replica holds the job (PostgreSQL; on SQLite, one process, every
+    tick runs)."""
+    now = now or datetime.now(UTC)
     summaries: list[RunSummary] = []
 
-    def due() -> bool:
-        if engine.dialect.name != "postgresql":
-            return True
-        return not scored_since(engine, interval_start(now, interval))
-
     def work() -> None:
-        summaries.extend(run_scoring(engine, settings, as_of=now, metrics=metrics))
+        started = time.perf_counter()
+        windows_s = [parse_window(w) for w in settings.windows]
+        with session_scope(engine) as session:
+            buckets, through = buckets_due(
+                session,
+                now=now,
+                interval_s=settings.scoring_interval_s,
+                settle_s=settings.scoring_settle_s,
+                replay_s=settings.scoring_replay_s,
+            )
+            if len(buckets) > 1:
+                log.info("scoring: replaying %d buckets from %s", len(buckets), buckets[0])
+            if buckets:  # replayed runs go, so each bucket's history is the one just made
+                session.execute(
+                    delete(ScoringRun).where(ScoringRun.as_of.between(buckets[0], buckets[-1]))
+                )
+            for at in buckets:
+                summaries.extend(
+                    score_all(session, windows_s=windows_s, as_of=at, batches_through=through)
+                )
+        if metrics is not None and summaries:
+            metrics.scoring_duration.observe(time.perf_counter() - started)
 
-    return summaries if run_once(engine, "scoring", work, due=due) else None
+    return summaries if run_once(engine, "scoring", work) else None
 
 
 def start_scheduler(
@@ -108,5 +173,6 @@ def start_scheduler(
         id="scoring",
     )
     add_sla_jobs(scheduler, engine, settings, account, metrics=metrics)
+    add_sync_job(scheduler, engine, settings, metrics=metrics)  # pulls peers' batches
     scheduler.start()
     return scheduler

@@ -180,8 +180,21 @@ def chain_policy(chain: Chain) -> Policy:
     return Policy.from_config(ScoringConfig.model_validate_json(chain.scoring or "{}"))
 
 
-def _previous(session: Session, *, chain_id: int, window_s: int) -> dict[int, Previous]:
-    run = latest_run(session, chain_id=chain_id, window_s=window_s)
+def _previous(
+    session: Session, *, chain_id: int, window_s: int, as_of: datetime
+) -> dict[int, Previous]:
+    """Hysteresis reads the run just before ``as_of`` (by evaluation time, not by when it was
+    stored): replaying a bucket with late data then folds the same history as the first time."""
+    run = session.scalar(
+        select(ScoringRun)
+        .where(
+            ScoringRun.chain_id == chain_id,
+            ScoringRun.window_s == window_s,
+            ScoringRun.as_of < as_of,
+        )
+        .order_by(ScoringRun.as_of.desc(), ScoringRun.id.desc())
+        .limit(1)
+    )
     if run is None:
         return {}
     return {
@@ -197,6 +210,7 @@ def score_chain(
     window_s: int,
     as_of: datetime,
     policy: Policy | None = None,
+    batches_through: int | None = None,
 ) -> RunSummary:
     """Score every active endpoint of ``chain`` over ``[as_of - window, as_of)`` and store a run.
 
@@ -220,7 +234,7 @@ def score_chain(
         max_lag_blocks=chain.sla_max_lag_blocks,
         block_time_s=chain.block_time_s,
     )
-    previous = _previous(session, chain_id=chain.chain_id, window_s=window_s)
+    previous = _previous(session, chain_id=chain.chain_id, window_s=window_s, as_of=as_of)
     per_probe_stats = {
         eid: {pid: per_probe(s) for pid, s in by_probe.items()} for eid, by_probe in samples.items()
     }
@@ -238,7 +252,13 @@ def score_chain(
         )
     shares = weights({eid: s.score for eid, (s, _) in scores.items()})
     bps = basis_points(shares)
-    run = ScoringRun(chain_id=chain.chain_id, window_s=window_s, as_of=as_of, duration_ms=0.0)
+    run = ScoringRun(
+        chain_id=chain.chain_id,
+        window_s=window_s,
+        as_of=as_of,
+        duration_ms=0.0,
+        batches_through=batches_through,
+    )
     session.add(run)
     session.flush()
     rows = []
@@ -297,12 +317,20 @@ def score_all(
     as_of: datetime,
     policy: Policy | None = None,
     keep: timedelta = timedelta(days=1),
+    batches_through: int | None = None,
 ) -> list[RunSummary]:
     """One job tick: every active chain (each with its own policy unless ``policy`` is given),
     every window; then drop runs older than ``keep``."""
     chains = session.scalars(select(Chain).where(Chain.active.is_(True))).all()
     summaries = [
-        score_chain(session, chain=chain, window_s=w, as_of=as_of, policy=policy)
+        score_chain(
+            session,
+            chain=chain,
+            window_s=w,
+            as_of=as_of,
+            policy=policy,
+            batches_through=batches_through,
+        )
         for chain in chains
         for w in windows_s
     ]

@@ -109,7 +109,8 @@ def issued(world: World, start: datetime, end: datetime) -> dict[str, Any]:
     response = issue(world.url, start, end)
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
-    assert set(body) == {"id", "typed_data", "signature", "signer", "policy"}
+    assert set(body) == {"id", "typed_data", "signature", "signer", "policy", "cosignatures"}
+    assert body["cosignatures"] == []
     return body
 
 

@@ -44,7 +44,7 @@ def test_yesterday_is_attested_once_per_subject_with_evidence(engine: Engine) ->
         assert session.scalar(select(func.count()).select_from(AttestationBatch)) == 15
         bundle = BundleOut(
             format="monitor-attestation-bundle/1",
-            attestation=attestation_out(row),
+            attestation=attestation_out(session, row),
             batches=[body for _, body in bundle_page(session, row.id, after="", limit=100)],
         )
     checks = verify_bundle(bundle, signer=account.address)

@@ -158,7 +158,7 @@ def seed_pipeline(engine: Engine, url: str, tmp: Path) -> Seeded:
         )
         collector.start()
         try:
-            settings = settings.model_copy(update={"collector_url": collector.url})
+            settings = settings.model_copy(update={"collector_urls": [collector.url]})
             asyncio.run(_real_rounds(settings, probes, tmp))
         finally:
             collector.stop()

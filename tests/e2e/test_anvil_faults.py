@@ -201,7 +201,7 @@ def wait_answering(node: AnvilNode, timeout_s: float = 5.0) -> None:
 def test_hung_operator_is_unavailable_costs_one_timeout_and_recovers(
     collector: ServerThread, engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
-    settings = settings.model_copy(update={"collector_url": collector.url})
+    settings = settings.model_copy(update={"collector_urls": [collector.url]})
     accounts = [Account.create() for _ in range(3)]
     nodes = [AnvilNode(name, log_dir=tmp_path) for name in ("alpha", "bravo", "hung")]
     with anvil_nodes(*nodes) as (alpha, bravo, hung):
@@ -311,7 +311,7 @@ async def _hung_scenario(
 def test_slow_operator_ranks_below_equally_fresh_fast_one(
     collector: ServerThread, engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
-    settings = settings.model_copy(update={"collector_url": collector.url})
+    settings = settings.model_copy(update={"collector_urls": [collector.url]})
     accounts = [Account.create() for _ in range(3)]
     with anvil_nodes(AnvilNode("node", log_dir=tmp_path)) as (node,):
         driver = ChainDriver([node], block_time_s=1.0).start(warmup_blocks=WARMUP_BLOCKS)

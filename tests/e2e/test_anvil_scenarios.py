@@ -117,7 +117,7 @@ class Probes:
         """Score now and read /v1/scores back: operator id -> its score row."""
         run_scoring(self.engine, self.settings)
         response = httpx.get(
-            f"{self.settings.collector_url}/v1/scores",
+            f"{self.settings.collector_urls[0]}/v1/scores",
             params={"chain_id": CHAIN_ID},
             timeout=10.0,
         )
@@ -126,7 +126,7 @@ class Probes:
 
     def weights(self) -> dict[str, float]:
         response = httpx.get(
-            f"{self.settings.collector_url}/v1/weights",
+            f"{self.settings.collector_urls[0]}/v1/weights",
             params={"chain_id": CHAIN_ID},
             timeout=10.0,
         )
@@ -143,7 +143,7 @@ async def probes(
     collector: ServerThread,
     tmp_path: Path,
 ) -> AsyncIterator[Probes]:
-    settings = settings.model_copy(update={"collector_url": collector.url})
+    settings = settings.model_copy(update={"collector_urls": [collector.url]})
     agents = [
         ProbeAgent(
             settings=settings, account=account, outbox=Outbox(tmp_path / f"probe-{i}.outbox.sqlite")

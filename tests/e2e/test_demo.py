@@ -55,69 +55,88 @@ def kill_all(marker: str) -> None:
 
 
 def test_demo_check(tmp_path: Path) -> None:
-    workdir = tmp_path / "demo"
+    """``monitor demo --check`` as ``make demo`` runs it (one collector), and side by side with
+    ``--collectors 2`` (issue 8: the collectors sync, their signed weights combine as a router
+    takes them, the attestation is co-signed and verifies with a threshold of two). Side by
+    side because each waits most of its time for a whole minute of data to attest."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
+    runs: dict[int, tuple[Path, subprocess.Popen[str]]] = {}
     try:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "monitor.cli",
-                "demo",
-                "--workdir",
-                str(workdir),
-                "--duration",
-                str(DURATION_S),
-                "--check",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-            cwd=tmp_path,
-            env=env,
-        )
-        output = proc.stdout + proc.stderr
-        logs = "\n".join(
-            f"----- {p.name} -----\n{p.read_text(errors='replace')}"
-            for p in sorted(workdir.glob("*.log"))
-        )
-        assert proc.returncode == 0, f"{output}\n{logs}"
-        assert "CHECK OK" in proc.stdout, f"{output}\n{logs}"
-        assert "CHECK FAILED" not in proc.stdout
-        # The collector's signing key is kept with the demo's other keys, not in the cwd.
-        assert (workdir / "collector.key").exists() and not (tmp_path / "collector.key").exists()
-
-        # The ports it printed are closed again, and no child outlived it.
-        sim = re.search(r"simulated operators: http://127\.0\.0\.1:(\d+)/", proc.stdout)
-        api = re.search(r"API docs: http://127\.0\.0\.1:(\d+)/docs", proc.stdout)
-        assert sim and api, proc.stdout
-        for match in (sim, api):
-            assert refuses(int(match.group(1))), f"port {match.group(1)} still accepts"
-        assert survivors(str(workdir)) == []
-        # The table was printed with all five operators.
-        for operator in ("alpha", "bravo", "charlie", "delta", "echo"):
-            assert re.search(rf"^{operator}\s", proc.stdout, re.MULTILINE), operator
-        # It issued an attestation and printed how to verify it; the command works as printed.
-        command = re.search(
-            r"verify it offline: monitor verify (\S+) --signer (0x[0-9a-fA-F]{40})", proc.stdout
-        )
-        assert command and "VERIFIED" in proc.stdout, proc.stdout
-        verified = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "monitor.cli",
-                "verify",
-                command.group(1),
-                "--signer",
-                command.group(2),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-        )
-        assert verified.returncode == 0, verified.stdout + verified.stderr
-        assert verified.stdout.rstrip().endswith("VERIFIED"), verified.stdout
+        for collectors in (1, 2):
+            cwd = tmp_path / f"run-{collectors}"
+            cwd.mkdir()
+            workdir = cwd / "demo"
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "monitor.cli",
+                    "demo",
+                    "--workdir",
+                    str(workdir),
+                    "--duration",
+                    str(DURATION_S),
+                    "--check",
+                    "--collectors",
+                    str(collectors),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=cwd,
+                env=env,
+            )
+            runs[collectors] = (workdir, proc)
+        outputs = {c: proc.communicate(timeout=TIMEOUT_S) for c, (_, proc) in runs.items()}
+        for collectors, (workdir, proc) in runs.items():
+            stdout, stderr = outputs[collectors]
+            check_run(collectors, workdir, proc.returncode, stdout, stderr, env)
     finally:
-        kill_all(str(workdir))
+        for workdir, proc in runs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+            kill_all(str(workdir))
+
+
+def check_run(
+    collectors: int, workdir: Path, returncode: int, stdout: str, stderr: str, env: dict[str, str]
+) -> None:
+    output = stdout + stderr
+    logs = "\n".join(
+        f"----- {p.name} -----\n{p.read_text(errors='replace')}"
+        for p in sorted(workdir.glob("*.log"))
+    )
+    assert returncode == 0, f"{output}\n{logs}"
+    assert "CHECK OK" in stdout, f"{output}\n{logs}"
+    assert "CHECK FAILED" not in stdout
+    # The collectors' signing keys are kept with the demo's other keys, not in the cwd.
+    names = ["collector"] if collectors == 1 else ["collector-1", "collector-2"]
+    assert all((workdir / f"{n}.key").exists() for n in names)
+    assert not list(workdir.parent.glob("*.key"))
+
+    # The ports it printed are closed again, and no child outlived it.
+    sim = re.search(r"simulated operators: http://127\.0\.0\.1:(\d+)/", stdout)
+    api = re.search(r"API docs: http://127\.0\.0\.1:(\d+)/docs", stdout)
+    assert sim and api, stdout
+    for match in (sim, api):
+        assert refuses(int(match.group(1))), f"port {match.group(1)} still accepts"
+    assert survivors(str(workdir)) == []
+    # The table was printed with all five operators.
+    for operator in ("alpha", "bravo", "charlie", "delta", "echo"):
+        assert re.search(rf"^{operator}\s", stdout, re.MULTILINE), operator
+    # It issued an attestation and printed how to verify it; the command works as printed.
+    command = re.search(r"verify it offline: monitor (verify \S+ --signer .*)$", stdout, re.M)
+    assert command and "VERIFIED" in stdout, stdout
+    if collectors > 1:
+        assert "--threshold 2" in command.group(1)
+        assert f"{collectors} of {collectors} collectors counted" in stdout
+    verified = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", *command.group(1).split()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.rstrip().endswith("VERIFIED"), verified.stdout

@@ -45,7 +45,7 @@ async def probe_rounds(network: Network, settings: Settings, tmp_path: Path) -> 
 def test_pipeline_ranks_operators(
     network: Network, collector: ServerThread, engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
-    settings = settings.model_copy(update={"collector_url": collector.url})
+    settings = settings.model_copy(update={"collector_urls": [collector.url]})
     depths = asyncio.run(probe_rounds(network, settings, tmp_path))
     assert depths == [0, 0, 0]
 

@@ -197,6 +197,7 @@ def test_collector_restart_loses_and_duplicates_nothing(
     assert f"probes: {PROBES} created" in applied
 
     procs.env["MONITOR_SCORING_INTERVAL_S"] = "1"
+    procs.env["MONITOR_SCORING_SETTLE_S"] = str(INTERVAL_S)  # one round behind the clock
     serve_args = ("serve", "--port", str(api_port), *db_flag)
     collector = procs.start("collector-1", *serve_args)
     wait_for(
@@ -234,7 +235,7 @@ def test_collector_restart_loses_and_duplicates_nothing(
         if set(weights) != {"alpha", "bravo", "charlie", "delta", "echo"}:
             return None
         top = max(weights, key=lambda o: weights[o])
-        return weights if top == "alpha" and weights["charlie"] == 0 else None
+        return weights if top == "alpha" and weights["alpha"] > 0 == weights["charlie"] else None
 
     weights = wait_for(
         "alpha first, charlie at 0 in /v1/weights", ranked, procs, WEIGHTS_TIMEOUT_S, step=0.5

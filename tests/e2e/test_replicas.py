@@ -15,20 +15,18 @@ from typing import Any
 import httpx
 import pytest
 from eth_account import Account
-from eth_account.signers.local import LocalAccount
 from sqlalchemy import func, select
 
 from monitor import simnet
 from monitor.db.models import Batch, Endpoint, ScoringRun
 from monitor.db.session import make_engine, session_scope
 from monitor.demo import free_port
-from monitor.ingest.schemas import ProbeResult
 from monitor.registry.apply import apply_registry
 from monitor.registry.schema import load_registry
-from monitor.signing.eip712 import sign_batch
 from monitor.signing.keys import generate_key
 from tests.conftest import TEMPLATE_DB
 from tests.e2e.test_processes import Processes, responds, wait_for
+from tests.ingest.support import signed_body
 from tests.support.postgres import PostgresCluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -36,7 +34,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 INTERVAL_S = 1.0
 RUN_S = 6.0
 STARTUP_TIMEOUT_S = 30.0
-HASH = "0x" + "ab" * 32
 _names = itertools.count()
 
 
@@ -59,30 +56,6 @@ def replicas(tmp_path: Path) -> Iterator[Processes]:
     finally:
         procs.stop_all()
         print(procs.logs())  # shown by pytest when the test failed
-
-
-def batch_body(probe: LocalAccount, endpoints: list[tuple[int, str, int]]) -> bytes:
-    at = time.time_ns() // 1_000_000 - 500
-    results = [
-        ProbeResult(
-            endpoint_id=endpoint_id,
-            operator_id=operator_id,
-            chain_id=chain_id,
-            observed_at_ms=at,
-            ok=True,
-            error=None,
-            latency_us=40_000 + 1_000 * endpoint_id,
-            head=2_000,
-            reference_head=2_000,
-            lag_blocks=0,
-            lag_ms=0,
-            check_height=1_994,
-            block_hash=HASH,
-            correct=True,
-        )
-        for endpoint_id, operator_id, chain_id in endpoints
-    ]
-    return sign_batch(probe, results).model_dump_json().encode()
 
 
 def post(api: str, body: bytes) -> dict[str, Any]:
@@ -141,6 +114,7 @@ def test_two_replicas_score_once_per_interval_and_store_each_batch_once(
                 "MONITOR_DATABASE_URL": replica_db,
                 "MONITOR_SERVICE_KEY_FILE": str(key),
                 "MONITOR_SCORING_INTERVAL_S": str(INTERVAL_S),
+                "MONITOR_SCORING_SETTLE_S": "0",  # runs as of the tick's own slot
                 "MONITOR_ROLLUP_INTERVAL_S": str(INTERVAL_S),
                 "MONITOR_WINDOWS": '["5m"]',
             }
@@ -162,7 +136,7 @@ def test_two_replicas_score_once_per_interval_and_store_each_batch_once(
                 break
             replicas.check_alive()
             for j, probe in enumerate(probes):
-                body = batch_body(probe, endpoints)
+                body = signed_body(probe, endpoints, ago_s=0.5)
                 first, second = apis[(i + j) % 2], apis[(i + j + 1) % 2]
                 ack = post(first, body)
                 assert ack["duplicate"] is False, ack

@@ -69,7 +69,7 @@ async def fetch_targets(settings: Settings, account: LocalAccount, tmp_path: Pat
 def test_round_and_delivery_empty_the_outbox(
     network: Network, collector: ServerThread, engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
-    settings = settings.model_copy(update={"collector_url": collector.url})
+    settings = settings.model_copy(update={"collector_urls": [collector.url]})
 
     async def scenario() -> tuple[list[str | None], int, bool, int]:
         outbox = Outbox(tmp_path / "probe.outbox.sqlite")
@@ -93,8 +93,9 @@ def test_round_and_delivery_empty_the_outbox(
 def test_collector_down_keeps_batches_until_it_is_back(
     network: Network, collector: ServerThread, engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
-    live = settings.model_copy(update={"collector_url": collector.url})
-    dead = settings.model_copy(update={"collector_url": closed_port_url()})
+    live = settings.model_copy(update={"collector_urls": [collector.url]})
+    dead_url = closed_port_url()
+    dead = settings.model_copy(update={"collector_urls": [dead_url]})
     account = network.probes[1]
     outbox_path = tmp_path / "probe.outbox.sqlite"
 
@@ -111,7 +112,7 @@ def test_collector_down_keeps_batches_until_it_is_back(
                 batch_ids.append(batch_id)
             assert await agent.deliver_pending() is False
             assert await agent.deliver_pending() is False
-            pending = outbox.oldest()
+            pending = outbox.oldest(collector=dead_url)
             assert [p.batch_id for p in pending] == batch_ids
             # Only the head of the queue was tried, once per attempt; nothing was lost.
             assert [p.attempts for p in pending] == [2, 0]
@@ -125,7 +126,8 @@ def test_collector_down_keeps_batches_until_it_is_back(
     batch_ids = asyncio.run(offline())
     assert stored_batches(engine) == {}
 
-    # The outbox survives the agent: a new one, same file, live collector, delivers everything.
+    # The outbox survives the agent: a new one, same file, live collector, delivers everything
+    # (the dead collector is no longer configured: the live one, new, gets what is on disk).
     async def back_online(path: Path) -> tuple[int, bool, int]:
         outbox = Outbox(path)
         agent = ProbeAgent(settings=live, account=account, outbox=outbox)
@@ -156,7 +158,7 @@ def test_unknown_probe_is_retried_until_registered(
 ) -> None:
     """403 unknown_probe may be a registry not rolled out yet: the batch stays queued, and is
     delivered once the registry lists the probe."""
-    settings = settings.model_copy(update={"collector_url": collector.url})
+    settings = settings.model_copy(update={"collector_urls": [collector.url]})
     stranger = Account.create()  # a valid key the registry does not know (yet)
     outbox_path = tmp_path / "stranger.outbox.sqlite"
 
@@ -193,7 +195,7 @@ def test_refused_batch_moves_to_rejected(
 ) -> None:
     """A batch the collector refuses for good (here: tampered on disk, 422) is set aside in the
     rejected table and never sent again, so it cannot block the queue."""
-    settings = settings.model_copy(update={"collector_url": collector.url})
+    settings = settings.model_copy(update={"collector_urls": [collector.url]})
     outbox_path = tmp_path / "probe.outbox.sqlite"
 
     async def scenario() -> str:
@@ -202,10 +204,10 @@ def test_refused_batch_moves_to_rejected(
         try:
             batch_id = await agent.round()
             assert batch_id is not None
-            (item,) = outbox.oldest()
+            (item,) = outbox.oldest(collector=collector.url)
             tampered = item.body.replace(b'"ok":true', b'"ok":false', 1)
             assert tampered != item.body
-            outbox.acknowledge(batch_id)
+            outbox.acknowledge(batch_id, collector=collector.url)
             outbox.put(batch_id, tampered)
             assert await agent.deliver_pending() is True  # refused for good: not a retry
             assert (outbox.depth(), outbox.rejected_count()) == (0, 1)
@@ -218,10 +220,10 @@ def test_refused_batch_moves_to_rejected(
 
     batch_id = asyncio.run(scenario())
     with sqlite3.connect(outbox_path) as db:
-        rows = db.execute("SELECT batch_id, status, reason FROM rejected").fetchall()
+        rows = db.execute("SELECT batch_id, collector, status, reason FROM rejected").fetchall()
     assert len(rows) == 1
-    assert rows[0][:2] == (batch_id, 422)
-    assert "malformed_batch" in rows[0][2]  # ok=false without an unavailability
+    assert rows[0][:3] == (batch_id, collector.url, 422)
+    assert "malformed_batch" in rows[0][3]  # ok=false without an unavailability
     assert stored_batches(engine) == {}
 
 
@@ -236,7 +238,7 @@ def test_collector_busy_keeps_the_batch(status: int, tmp_path: Path) -> None:
 
     app = Starlette(routes=[Route("/v1/batches", batches, methods=["POST"])])
     with ServerThread(app, name="busy-collector") as server:
-        settings = Settings(collector_url=server.url, rpc_timeout_s=1.0)
+        settings = Settings(collector_urls=[server.url], rpc_timeout_s=1.0)
 
         async def scenario() -> tuple[bool, int, int, list[int]]:
             outbox = Outbox(tmp_path / "busy.outbox.sqlite")
@@ -246,7 +248,7 @@ def test_collector_busy_keeps_the_batch(status: int, tmp_path: Path) -> None:
                 assert await agent.round() is not None
                 assert await agent.round() is not None
                 delivered = await agent.deliver_pending()
-                attempts = [p.attempts for p in outbox.oldest()]
+                attempts = [p.attempts for p in outbox.oldest(collector=server.url)]
                 return delivered, outbox.depth(), outbox.rejected_count(), attempts
             finally:
                 await agent.aclose()
@@ -274,7 +276,7 @@ def test_stop_during_a_round_keeps_its_batch(
     key.write_text(network.probes[0].key.hex() + "\n")
     key.chmod(0o600)
     settings = settings.model_copy(
-        update={"collector_url": collector.url, "key_file": key, "interval_s": 60.0}
+        update={"collector_urls": [collector.url], "key_file": key, "interval_s": 60.0}
     )
 
     async def run() -> None:
@@ -286,7 +288,7 @@ def test_stop_during_a_round_keeps_its_batch(
         asyncio.run(run())
     outbox = Outbox(key.with_name(key.name + ".outbox.sqlite"))
     try:
-        bodies = [item.body for item in outbox.oldest()]
+        bodies = [item.body for item in outbox.oldest(collector=collector.url)]
         assert len(stored_batches(engine)) + len(bodies) == 1
     finally:
         outbox.close()
@@ -314,7 +316,7 @@ def test_stop_cuts_a_stuck_round_short_quietly(
     app = Starlette(routes=[Route("/v1/targets", never)])
     with ServerThread(app, name="silent-collector") as server:
         settings = Settings(
-            collector_url=server.url, key_file=key, interval_s=0.1, rpc_timeout_s=0.1
+            collector_urls=[server.url], key_file=key, interval_s=0.1, rpc_timeout_s=0.1
         )
 
         async def run() -> None:

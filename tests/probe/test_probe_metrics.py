@@ -97,12 +97,13 @@ def test_outbox_rounds_checks_and_deliveries(
     network: Network, collector: ServerThread, settings: Settings, tmp_path: Path
 ) -> None:
     fast(network)
-    settings = settings.model_copy(update={"collector_url": collector.url})
+    settings = settings.model_copy(update={"collector_urls": [collector.url]})
+    url = collector.url
     outbox_path = tmp_path / "probe.outbox.sqlite"
 
     async def scenario() -> None:
         outbox = Outbox(outbox_path)
-        metrics = ProbeMetrics(outbox=outbox_path)
+        metrics = ProbeMetrics(collectors=[url], outbox=outbox_path)
         server = MetricsServer(metrics.registry, host="127.0.0.1", port=0)
         agent = ProbeAgent(
             settings=settings, account=network.probes[0], outbox=outbox, metrics=metrics
@@ -120,6 +121,10 @@ def test_outbox_rounds_checks_and_deliveries(
             assert outbox.depth() == 2
             assert value(families, "monitor_probe_outbox_depth", state="pending") == 2
             assert value(families, "monitor_probe_outbox_depth", state="rejected") == 0
+            assert (
+                value(families, "monitor_probe_outbox_depth", collector=url, state="pending") == 2
+            )
+            assert value(families, "monitor_probe_outbox_batches") == 2
             assert value(families, "monitor_probe_rounds_total") == 2
             assert value(families, "monitor_probe_round_duration_seconds_count") == 2
             # Every endpoint through the head check, twice.
@@ -140,14 +145,16 @@ def test_outbox_rounds_checks_and_deliveries(
             assert 2 * (OPERATORS - 1) <= latencies <= head["ok"]
 
             # The second one refused for good (tampered on disk): rejected, and counted so.
-            first, second = outbox.oldest()
-            outbox.acknowledge(second.batch_id)
+            first, second = outbox.oldest(collector=url)
+            outbox.acknowledge(second.batch_id, collector=url)
             outbox.put(second.batch_id, second.body.replace(b'"ok":true', b'"ok":false', 1))
             assert await agent.deliver_pending() is True
             families = await asyncio.to_thread(scrape, server.url)
             assert (outbox.depth(), outbox.rejected_count()) == (0, 1)
             assert value(families, "monitor_probe_outbox_depth", state="pending") == 0
             assert value(families, "monitor_probe_outbox_depth", state="rejected") == 1
+            assert value(families, "monitor_probe_outbox_batches") == 0
+            assert {s.labels["collector"] for s in families["monitor_probe_deliveries"]} == {url}
             deliveries = {
                 s.labels["outcome"]: s.value for s in families["monitor_probe_deliveries"]
             }
@@ -177,7 +184,7 @@ def test_run_probe_serves_metrics_only_when_asked(
     key.chmod(0o600)
     port = free_port()
     base = settings.model_copy(
-        update={"collector_url": collector.url, "key_file": key, "interval_s": 0.2}
+        update={"collector_urls": [collector.url], "key_file": key, "interval_s": 0.2}
     )
     baseline = listening_ports()
 

@@ -211,7 +211,7 @@ def test_identity_publishes_the_key_file_address_and_the_documented_layout(
     collector: ServerThread, collector_key: Path
 ) -> None:
     identity = get_json(collector.url, "/v1/identity")
-    assert set(identity) == {"address", "eip712", "version"}
+    assert set(identity) == {"address", "eip712", "version", "registry"}  # tests/identity
     assert identity["address"] == load_key(collector_key).address
     assert identity["version"] == __version__
     assert identity["eip712"] == {

@@ -10,12 +10,12 @@ from html.parser import HTMLParser
 import httpx
 from sqlalchemy import Engine
 
-from monitor.ingest.schemas import ProbeResult
 from monitor.scoring.job import run_scoring
 from monitor.settings import Settings
 from monitor.signing.eip712 import sign_batch
 from monitor.sla.job import run_rollups
 from tests.conftest import Network
+from tests.support.results import answered
 from tests.test_api import endpoint_ids
 
 GOOD, BAD = "0x" + "aa" * 32, "0x" + "bb" * 32
@@ -42,19 +42,15 @@ def deliver(url: str, engine: Engine, network: Network, *, at: datetime, rounds:
             head = 5_000 + i
             for operator_id, (latency_us, lag, block_hash) in BEHAVIOUR.items():
                 results.append(
-                    ProbeResult(
+                    answered(
                         endpoint_id=ids[operator_id],
                         operator_id=operator_id,
                         chain_id=network.chain_id,
                         observed_at_ms=_ms(at) + i * 1_000,
-                        ok=True,
                         error=None if block_hash == GOOD else "wrong_hash",
                         latency_us=latency_us,
-                        head=head - lag,
-                        reference_head=head,
-                        lag_blocks=lag,
-                        lag_ms=lag * 1_000,
-                        check_height=head - 3,
+                        head=head,
+                        lag=lag,
                         block_hash=block_hash,
                         correct=block_hash == GOOD,
                     )

@@ -72,7 +72,7 @@ async def probe_and_score(
 def test_the_status_page_in_chromium(
     network: Network, collector: ServerThread, engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
-    settings = settings.model_copy(update={"collector_url": collector.url})
+    settings = settings.model_copy(update={"collector_urls": [collector.url]})
     asyncio.run(probe_and_score(network, engine, settings, tmp_path))
     run_rollups(engine, settings)
 
