@@ -21,12 +21,10 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from monitor.exceptions import RpcMalformed, RpcTooLarge, RpcUnavailable
+from monitor.safejson import json_depth
 
 _HEX_QUANTITY = re.compile(r"0x(0|[1-9a-fA-F][0-9a-fA-F]*)")
 _HASH = re.compile(r"0x[0-9a-fA-F]{64}")
-# Strings are matched whole, so brackets inside them do not count towards nesting; possessive
-# quantifiers and an optional closing quote keep the scan linear on hostile input.
-_JSON_TOKENS = re.compile(rb'"(?:[^"\\]++|\\.)*+"?|[\[\]{}]', re.DOTALL)
 MAX_JSON_DEPTH = 64  # JSON-RPC answers we read nest a few levels; deeper is an attack
 MAX_QUANTITY = 2**63 - 1  # what the database and the signed results hold
 _ids = itertools.count(1)
@@ -45,17 +43,6 @@ def parse_hash(value: Any, what: str) -> str:
     if not isinstance(value, str) or not _HASH.fullmatch(value):
         raise RpcMalformed(f"{what}: expected a 32-byte hex hash, got {_short(value)}")
     return value.lower()
-
-
-def _json_depth(body: bytes) -> int:
-    depth = deepest = 0
-    for token in _JSON_TOKENS.findall(body):
-        if token in (b"[", b"{"):
-            depth += 1
-            deepest = max(deepest, depth)
-        elif token in (b"]", b"}"):
-            depth -= 1
-    return deepest
 
 
 def _short(value: Any) -> str:
@@ -136,7 +123,7 @@ class RpcClient:
 def _decode(body: bytes, method: str, request_id: int) -> Any:
     # json.loads recurses in C: a deeply nested answer would exhaust the stack (and crash the
     # process where a library has raised the recursion limit), so refuse it before parsing.
-    if _json_depth(body) > MAX_JSON_DEPTH:
+    if json_depth(body) > MAX_JSON_DEPTH:
         raise RpcMalformed(f"{method}: answer nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         message = json.loads(body)

@@ -428,13 +428,14 @@ def test_scores_and_weights_refusals(collector: ServerThread, network: Network) 
         for bad in ("abc", "0", "-1", "1.5", "", "0x539", "1e3", str(2**63), str(10**30)):
             assert_error(get(url, path, params={"chain_id": bad}), 422, "invalid_request")
 
-    for window in ("7d", "5", "forever", "1H"):
-        params = {"chain_id": network.chain_id, "window": window}
-        assert_error(get(url, "/v1/scores", params=params), 400, "unknown_window")
-    # The window is checked before the chain.
-    assert_error(
-        get(url, "/v1/scores", params={"chain_id": 999, "window": "7d"}), 400, "unknown_window"
-    )
+    for path in ("/v1/scores", "/v1/weights"):
+        for window in ("7d", "5", "forever", "1H"):
+            params = {"chain_id": network.chain_id, "window": window}
+            assert_error(get(url, path, params=params), 400, "unknown_window")
+        # The window is checked before the chain.
+        assert_error(
+            get(url, path, params={"chain_id": 999, "window": "7d"}), 400, "unknown_window"
+        )
 
 
 def test_scores_and_weights_are_served_from_memory_per_run(

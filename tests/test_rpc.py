@@ -501,16 +501,16 @@ def test_depth_scan_is_linear_on_hostile_strings() -> None:
     hour for 1 MB, with the probe's event loop frozen); it must finish at once."""
     import threading
 
-    from monitor.rpc import _json_depth
+    from monitor.safejson import json_depth
 
     hostile = b'"' + b'\\"' * 500_000
     done: list[int] = []
-    worker = threading.Thread(target=lambda: done.append(_json_depth(hostile)), daemon=True)
+    worker = threading.Thread(target=lambda: done.append(json_depth(hostile)), daemon=True)
     worker.start()
     worker.join(timeout=10)
     assert done == [0]
-    assert _json_depth(b'{"a": [1, {"b": "[[\\"[["}]}') == 3
-    assert _json_depth(b"[" * 100) == 100
+    assert json_depth(b'{"a": [1, {"b": "[[\\"[["}]}') == 3
+    assert json_depth(b"[" * 100) == 100
 
 
 def test_result_of_the_wrong_type_is_malformed_when_parsed(server: ServerThread) -> None:

@@ -19,7 +19,9 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from monitor.exceptions import ConfigError, CosignFailed
+from monitor.safejson import loads
 
+MAX_JSON_DEPTH = 32  # an attestation nests 6 levels
 TIMEOUT_S = 120.0  # the countersigning collector recomputes the period from its batches
 _ATTESTATION_PATH = re.compile(r"^(?P<base>.*)/v1/attestations/(?P<id>[0-9]+)(?:/bundle)?/?$")
 
@@ -54,7 +56,8 @@ def _call(client: httpx.Client, method: str, url: str, what: str, **kwargs: Any)
     except httpx.HTTPError as exc:
         raise CosignFailed(f"{what}: {url}: {type(exc).__name__}: {exc}") from None
     try:
-        body = response.json()
+        # another collector's answer: never parsed deeper than an attestation nests
+        body = loads(response.content, max_depth=MAX_JSON_DEPTH)
     except ValueError:
         body = None
     if response.status_code >= 400:

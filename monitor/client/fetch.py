@@ -22,6 +22,7 @@ from monitor.client.combine import (
 )
 from monitor.client.verify import SignedWeights, verify_answer
 from monitor.exceptions import AnswerRejected, ConfigError
+from monitor.safejson import json_depth, loads
 
 DEFAULT_TIMEOUT_S = 5.0
 HASH = re.compile(r"0x[0-9a-fA-F]{64}")
@@ -30,25 +31,9 @@ HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
-# eth-account imports py_ecc, which raises Python's recursion limit to 100000: json.loads of a
-# deeply nested body then overflows the C stack and kills the process. A hostile collector must
-# not crash a router, so nesting is capped before parsing (an answer needs 3 levels, identity 5).
+# A hostile collector must not crash a router (monitor.safejson): nesting is capped before
+# parsing (an answer needs 3 levels, identity 5).
 MAX_DEPTH = 16
-# Escapes first: what remains of a quote then delimits a string; each pass is linear.
-_ESCAPE = re.compile(rb"\\.", re.S)
-_STRING = re.compile(rb'"[^"]*+"')
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-
-
-def shallow(body: bytes, depth: int = MAX_DEPTH) -> bool:
-    """Whether ``body``'s brackets (outside strings) nest at most ``depth`` deep, and match."""
-    brackets = _STRING.sub(b"", _ESCAPE.sub(b"", body)).translate(None, _NOT_BRACKETS)
-    for _ in range(depth):  # each pass removes the innermost pairs
-        inner = brackets.replace(b"[]", b"").replace(b"{}", b"")
-        if inner == brackets:
-            break
-        brackets = inner
-    return not brackets
 
 
 def default_quorum(collectors: int) -> int:
@@ -72,9 +57,9 @@ async def _read(response: httpx.Response, limit: int, *, cut: bool = False) -> b
 def _http_error(status: int, body: bytes) -> AnswerRejected:
     detail = body[:300].decode("utf-8", "replace")
     try:
-        if shallow(body):  # an error body is as hostile as any
-            error = json.loads(body)["error"]  # the API's {"error": {"code", "message"}}
-            detail = f"{error['code']}: {error['message']}"[:300]
+        # an error body is as hostile as any
+        error = loads(body, max_depth=MAX_DEPTH)["error"]  # {"error": {"code", "message"}}
+        detail = f"{error['code']}: {error['message']}"[:300]
     except (ValueError, KeyError, TypeError):
         pass
     return AnswerRejected(f"HTTP {status} {detail}", code="http_error")
@@ -95,7 +80,7 @@ async def _get_json(
         raise AnswerRejected(f"no answer within {timeout_s:g} s", code="unreachable") from None
     except httpx.HTTPError as exc:
         raise AnswerRejected(f"{type(exc).__name__}: {exc}", code="unreachable") from None
-    if not shallow(body):
+    if json_depth(body) > MAX_DEPTH:
         raise AnswerRejected(f"the answer is not JSON nested at most {MAX_DEPTH} deep")
     try:
         return json.loads(body)

@@ -155,11 +155,17 @@ async def get_scores(
     response_model=WeightsOut,
     summary="Routing weights per endpoint: fractions summing to 1 and basis points to 10000",
 )
-async def get_weights(request: Request, chain_id: int = Query(gt=0, le=2**63 - 1)) -> Response:
+async def get_weights(
+    request: Request,
+    chain_id: int = Query(gt=0, le=2**63 - 1),
+    window: str | None = Query(
+        None, description="one of the computed windows, e.g. 5m (default: the first); signed"
+    ),
+) -> Response:
     def build(session: Session, run: ScoringRun, window: str) -> bytes:
         return _weights(request, _scores(session, chain_id, window, run))
 
-    return await _serve(request, "weights", chain_id, None, build)
+    return await _serve(request, "weights", chain_id, window, build)
 
 
 def _weights(request: Request, scores: ScoresOut) -> bytes:

@@ -286,6 +286,10 @@ def test_weights_are_signed_cached_per_run_and_resigned_for_a_new_run(
     assert recover_response(newer) == identity["address"]
     assert len(cache) == 2
 
+    # Another computed window is signed as such (the window is in the message).
+    hourly = get_json(collector.url, "/v1/weights", chain_id=network.chain_id, window="1h")
+    assert hourly["window"] == "1h" and recover_response(hourly) == identity["address"]
+
 
 def test_replicas_with_the_same_key_serve_the_same_signature(
     collector: ServerThread, network: Network, engine: Engine, settings: Settings
