@@ -48,6 +48,7 @@ ATTESTED = "alpha"  # the operator the demo attests at the end
 # The attestation needs a whole minute that the probes covered: --check runs on (at most this
 # much longer) until one has passed, and its batches have arrived.
 MINUTE_WAIT_S = 75.0
+ARRIVED = timedelta(seconds=6)  # after a minute ends, its batches are everywhere
 
 
 def free_port() -> int:
@@ -163,7 +164,11 @@ def attest_and_verify(
     """Issue the attestation of ATTESTED for the last whole minute (``POST /v1/attestations``),
     have each of ``cosigners`` (other collectors' URLs) countersign it, save its bundle and
     verify it as an auditor would; returns what went wrong."""
-    end = _minute(datetime.now(UTC))
+    now = datetime.now(UTC)
+    end = _minute(now)
+    # The minute's last batches reach the collectors within a round, and a second collector by
+    # sync (settle + sync interval) a few seconds later: it recomputes the same evidence only then.
+    time.sleep(max(0.0, (end + ARRIVED - now).total_seconds()))
     start = end - timedelta(minutes=1)
     issued = httpx.post(
         f"{api}/v1/attestations",

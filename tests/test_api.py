@@ -507,3 +507,33 @@ def test_scores_and_weights_are_served_from_memory_per_run(
         session.get_one(Chain, network.chain_id).active = False
     for path in first:
         assert_error(get(url, path, params=chain), 404, "unknown_chain")
+
+
+def test_a_run_replaced_while_it_is_read_is_never_served(
+    collector: ServerThread,
+    network: Network,
+    engine: Engine,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The scoring job replaces the runs it replays: a run deleted between reading the latest
+    run's id and reading its scores is read again, never a 500 nor empty signed weights."""
+    from monitor.scoring import views
+
+    deliver_rounds(collector.url, engine, network)
+    run_scoring(engine, settings)
+    real = views.latest_run_token
+    calls: list[int] = []
+
+    def vanishing(session: Any, *, chain_id: int, window_s: int) -> tuple[bool, int] | None:
+        token = real(session, chain_id=chain_id, window_s=window_s)
+        calls.append(1)
+        if token is not None and len(calls) == 1:
+            return token[0], token[1] + 1_000  # a run that is gone by the time it is read
+        return token
+
+    monkeypatch.setattr(views, "latest_run_token", vanishing)
+    collector.app.state.answers.clear()
+    response = get(collector.url, "/v1/weights", params={"chain_id": network.chain_id})
+    assert response.status_code == 200, response.text
+    assert response.json()["total_bps"] == 10_000 and len(calls) == 2

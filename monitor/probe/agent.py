@@ -20,6 +20,7 @@ import sqlite3
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -32,6 +33,7 @@ from monitor.probe.outbox import Outbox
 from monitor.probe.rounds import CheckOutcomes, run_round
 from monitor.probe.targets import Targets
 from monitor.rpc import RpcClient, operator_client
+from monitor.safejson import loads
 from monitor.settings import Settings
 from monitor.signing.eip712 import auth_headers, sign_batch
 from monitor.signing.keys import load_key
@@ -51,11 +53,20 @@ TARGETS_TIMEOUT_S = 10.0
 RETRYABLE_CODES = {"batch_from_future", "unknown_probe"}
 
 
+# A collector's answer, however hostile, must not crash the probe and stop its rounds and its
+# delivery to the other collectors (monitor.safejson): its answers nest a few levels at most.
+MAX_ANSWER_DEPTH = 32
+
+
+def _answer(response: httpx.Response) -> Any:
+    return loads(response.content, max_depth=MAX_ANSWER_DEPTH)
+
+
 def _worth_retrying(response: httpx.Response) -> bool:
     if response.status_code in (408, 429) or response.status_code >= 500:
         return True
     try:
-        code = response.json()["error"]["code"]
+        code = _answer(response)["error"]["code"]
     except (ValueError, KeyError, TypeError):
         return False
     return code in RETRYABLE_CODES
@@ -67,7 +78,7 @@ def _describe(exc: Exception) -> str:
 
 def _duplicate(response: httpx.Response) -> bool:
     try:
-        return response.json()["duplicate"] is True
+        return _answer(response)["duplicate"] is True
     except (ValueError, KeyError, TypeError):
         return False
 
@@ -118,7 +129,8 @@ class ProbeAgent:
                         TARGETS_PATH, headers=headers, timeout=TARGETS_TIMEOUT_S
                     )
                     response.raise_for_status()
-                    self.targets = Targets.model_validate(response.json())
+                    # pydantic's own parser: it refuses deep nesting without recursing
+                    self.targets = Targets.model_validate_json(response.content)
                 except (httpx.HTTPError, ValueError) as exc:  # ValueError: not JSON, not targets
                     log.warning("targets from %s: %s", url, _describe(exc))
                     continue

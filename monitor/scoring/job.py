@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("monitor.scoring")
 
+# Longer than an ingest transaction holds a batch id before committing it (buckets_due).
+COMMIT_MARGIN = timedelta(seconds=2)
+
 
 def run_scoring(
     engine: Engine,
@@ -58,7 +61,7 @@ def buckets_due(
     interval_s: float,
     settle_s: float,
     replay_s: float,
-) -> tuple[list[datetime], int | None]:
+) -> tuple[list[datetime], int]:
     """The evaluation times the scheduled job scores now, oldest first, and the newest stored
     batch id they take into account.
 
@@ -70,37 +73,50 @@ def buckets_due(
       catching up, a peer's batches after a partition). Replaying them, in order, makes the
       stored runs those that the complete data gives, hysteresis included; a collector that
       received the same batches in any order or at any time then holds the same runs.
-    Both reach back ``replay_s`` at most; older runs stay as they were made."""
+    Both reach back ``replay_s`` at most; older runs stay as they were made.
+
+    The batch id returned is the newest stored ``COMMIT_MARGIN`` ago or earlier: PostgreSQL
+    hands out ids before commit, so a batch with a lower id may still commit after a newer
+    one was read; taking it as seen could miss it for good. (What came since is looked at again
+    next tick; it replays a bucket only if it observed an already scored window.)"""
     interval = timedelta(seconds=interval_s)
     target = interval_start(now - timedelta(seconds=settle_s), interval_s)
     oldest = target - timedelta(seconds=replay_s)
-    newest_batch = session.scalar(select(func.max(Batch.id)))
+    settled = now - COMMIT_MARGIN
+    through: int = (
+        session.scalar(
+            select(func.coalesce(func.max(Batch.id), 0)).where(Batch.received_at <= settled)
+        )
+        or 0
+    )
     last = session.execute(
         select(ScoringRun.as_of, ScoringRun.batches_through)
+        .where(ScoringRun.as_of <= target)  # a later one (settle raised, clock stepped back)
         .order_by(ScoringRun.as_of.desc(), ScoringRun.id.desc())
         .limit(1)
     ).first()
     if last is None:
-        return [target], newest_batch
+        return [target], through
     last_as_of, seen = last
-    start = last_as_of + interval if last_as_of < target else None
-    if seen is not None:
-        earliest = session.scalar(
-            select(func.min(Result.observed_at)).where(Result.batch_id > seen)
-        )
-        if earliest is not None and earliest < min(target, last_as_of):
-            # the first bucket whose window [T - window, T) holds it is the next one after it
-            late = interval_start(earliest, interval_s) + interval
-            start = late if start is None else min(start, late)
+    # the next bucket on the grid, also after runs made off it (older versions, another interval)
+    start = interval_start(last_as_of, interval_s) + interval if last_as_of < target else None
+    earliest = session.scalar(
+        # None: a run made outside this job (or by an older version): everything is news once
+        select(func.min(Result.observed_at)).where(Result.batch_id > (seen or 0))
+    )
+    if earliest is not None and earliest < last_as_of:
+        # the first bucket whose window [T - window, T) holds it is the next one after it
+        late = interval_start(earliest, interval_s) + interval
+        start = late if start is None else min(start, late)
     if start is None:
-        return [], newest_batch
+        return [], through
     start = max(start, interval_start(oldest, interval_s))
     buckets: list[datetime] = []
     at = start
     while at <= target and len(buckets) < replay_s / interval_s + 2:
         buckets.append(at)
         at += interval
-    return buckets, newest_batch
+    return buckets, through
 
 
 def scheduled_scoring(

@@ -96,6 +96,7 @@ def _scores(session: Session, chain_id: int, window: str, run: ScoringRun) -> Sc
 
 
 Build = Callable[[Session, ScoringRun, str], bytes]  # session, run, window -> answer
+REBUILD_ATTEMPTS = 3  # a replay replaces a run in one transaction: the next read sees the new one
 
 
 def _answer(request: Request, kind: str, chain_id: int, window: str, build: Build) -> bytes:
@@ -103,24 +104,33 @@ def _answer(request: Request, kind: str, chain_id: int, window: str, build: Buil
     when the latest run is not the one the stored answer was built from."""
     answers: AnswerCache = request.app.state.answers
     key = (kind, chain_id, window)
-    changes = CHANGES.value  # before the query: a commit after it leaves the answer unfresh
-    with session_scope(request.app.state.engine) as session:
-        token = latest_run_token(session, chain_id=chain_id, window_s=parse_window(window))
-        if token is None or not token[0]:
-            # A chain removed from the registry must stop receiving traffic at once, not serve
-            # its last weights until they age out.
-            state = "not in" if token is None else "deactivated in"
-            raise NotFound(f"chain {chain_id} is {state} the registry", code="unknown_chain")
-        run_id = token[1]
-        if run_id == 0:
-            raise ScoresNotReady(f"no scores computed yet for chain {chain_id}; retry shortly")
-        body = answers.revalidated(key, run_id, changes)
-        if body is None:
+    for _ in range(REBUILD_ATTEMPTS):
+        changes = CHANGES.value  # before the query: a commit after it leaves the answer unfresh
+        with session_scope(request.app.state.engine) as session:
+            token = latest_run_token(session, chain_id=chain_id, window_s=parse_window(window))
+            if token is None or not token[0]:
+                # A chain removed from the registry must stop receiving traffic at once, not
+                # serve its last weights until they age out.
+                state = "not in" if token is None else "deactivated in"
+                raise NotFound(f"chain {chain_id} is {state} the registry", code="unknown_chain")
+            run_id = token[1]
+            if run_id == 0:
+                raise ScoresNotReady(f"no scores computed yet for chain {chain_id}; retry shortly")
+            body = answers.revalidated(key, run_id, changes)
+            if body is not None:
+                return body
+            # The scoring job replaces the runs it replays (late data): the latest run may be
+            # deleted between these statements. A run still there after its scores were read
+            # was there, with all of them (one transaction), while they were read.
             run = session.get(ScoringRun, run_id)
-            assert run is not None  # the latest run of a window is never pruned
+            if run is None:
+                continue
             body = build(session, run, window)
+            if session.scalar(select(ScoringRun.id).where(ScoringRun.id == run_id)) is None:
+                continue
             answers.store(key, run_id, changes, body)
-        return body
+            return body
+    raise ScoresNotReady(f"the scores of chain {chain_id} are being replaced; retry shortly")
 
 
 async def _serve(

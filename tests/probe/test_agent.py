@@ -9,6 +9,7 @@ import socket
 import sqlite3
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from eth_account import Account
@@ -334,3 +335,16 @@ def test_stop_cuts_a_stuck_round_short_quietly(
         assert (outbox.depth(), outbox.rejected_count()) == (0, 0)
     finally:
         outbox.close()
+
+
+def test_a_hostile_collectors_answers_do_not_crash_the_probe() -> None:
+    """eth-account raises the recursion limit: json.loads of a deeply nested answer would kill
+    the probe (a segfault) and stop its delivery to every other collector too."""
+    from monitor.probe.agent import _duplicate, _worth_retrying
+
+    deep = b"[" * 300_000
+    assert _worth_retrying(httpx.Response(400, content=deep)) is False  # refused for good
+    assert _worth_retrying(httpx.Response(503, content=deep)) is True
+    assert _duplicate(httpx.Response(200, content=deep)) is False
+    with pytest.raises(ValueError):
+        Targets.model_validate_json(deep)  # how targets are read: refused, not recursed
