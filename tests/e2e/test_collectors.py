@@ -8,9 +8,7 @@ by the client, and one whose registry differs is reported."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -33,37 +31,13 @@ from monitor.registry.apply import apply_registry
 from monitor.registry.schema import load_registry
 from monitor.signing.collector import sign_typed, weights_typed_data
 from monitor.signing.keys import generate_key, load_key
-from tests.conftest import TEMPLATE_DB
 from tests.e2e.test_processes import Processes, responds, wait_for
-from tests.support.postgres import PostgresCluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 INTERVAL_S = 1.0
 STARTUP_TIMEOUT_S = 30.0
 CONVERGE_TIMEOUT_S = 45.0
-_names = itertools.count()
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
-    processes = Processes(tmp_path, env)
-    try:
-        yield processes
-    finally:
-        processes.stop_all()
-        print(processes.logs())  # shown by pytest when the test failed
-
-
-@pytest.fixture
-def pg_url(pg_cluster: PostgresCluster) -> Iterator[str]:
-    name = f"collectors_{os.getpid()}_{next(_names)}"
-    pg_cluster.create_database(name, template=TEMPLATE_DB)
-    try:
-        yield pg_cluster.url(name)
-    finally:
-        pg_cluster.drop_database(name)
 
 
 @pytest.fixture

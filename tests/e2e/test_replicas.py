@@ -5,10 +5,8 @@ and a batch posted to either is stored once (docs/scaling.md)."""
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,38 +22,14 @@ from monitor.demo import free_port
 from monitor.registry.apply import apply_registry
 from monitor.registry.schema import load_registry
 from monitor.signing.keys import generate_key
-from tests.conftest import TEMPLATE_DB
 from tests.e2e.test_processes import Processes, responds, wait_for
 from tests.ingest.support import signed_body
-from tests.support.postgres import PostgresCluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 INTERVAL_S = 1.0
 RUN_S = 6.0
 STARTUP_TIMEOUT_S = 30.0
-_names = itertools.count()
-
-
-@pytest.fixture
-def replica_db(pg_cluster: PostgresCluster) -> Iterator[str]:
-    name = f"replicas_{os.getpid()}_{next(_names)}"
-    pg_cluster.create_database(name, template=TEMPLATE_DB)
-    try:
-        yield pg_cluster.url(name)
-    finally:
-        pg_cluster.drop_database(name)
-
-
-@pytest.fixture
-def replicas(tmp_path: Path) -> Iterator[Processes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
-    procs = Processes(tmp_path, env)
-    try:
-        yield procs
-    finally:
-        procs.stop_all()
-        print(procs.logs())  # shown by pytest when the test failed
 
 
 def post(api: str, body: bytes) -> dict[str, Any]:
@@ -84,7 +58,7 @@ def weights(api: str) -> dict[str, Any]:
 
 
 def test_two_replicas_score_once_per_interval_and_store_each_batch_once(
-    replica_db: str, replicas: Processes, tmp_path: Path
+    pg_url: str, procs: Processes, tmp_path: Path
 ) -> None:
     probes = [Account.create() for _ in range(3)]
     registry = tmp_path / "registry.yaml"
@@ -98,7 +72,7 @@ def test_two_replicas_score_once_per_interval_and_store_each_batch_once(
             for i, p in enumerate(probes)
         ],
     )
-    engine = make_engine(replica_db)
+    engine = make_engine(pg_url)
     try:
         with session_scope(engine) as session:
             apply_registry(session, registry=load_registry(registry))
@@ -109,9 +83,9 @@ def test_two_replicas_score_once_per_interval_and_store_each_batch_once(
             ]
         key = tmp_path / "collector.key"
         generate_key(key)  # one identity for the service, shared by its replicas
-        replicas.env.update(
+        procs.env.update(
             {
-                "MONITOR_DATABASE_URL": replica_db,
+                "MONITOR_DATABASE_URL": pg_url,
                 "MONITOR_SERVICE_KEY_FILE": str(key),
                 "MONITOR_SCORING_INTERVAL_S": str(INTERVAL_S),
                 "MONITOR_SCORING_SETTLE_S": "0",  # runs as of the tick's own slot
@@ -122,10 +96,10 @@ def test_two_replicas_score_once_per_interval_and_store_each_batch_once(
         apis = []
         for name in ("replica-a", "replica-b"):
             port = free_port()
-            replicas.start(name, "serve", "--host", "127.0.0.1", "--port", str(port))
+            procs.start(name, "serve", "--host", "127.0.0.1", "--port", str(port))
             apis.append(f"http://127.0.0.1:{port}")
         for api in apis:
-            wait_for(f"{api}", lambda a=api: responds(f"{a}/healthz"), replicas, STARTUP_TIMEOUT_S)
+            wait_for(f"{api}", lambda a=api: responds(f"{a}/healthz"), procs, STARTUP_TIMEOUT_S)
 
         # Batches alternate between the replicas (a load balancer's round robin); each one is
         # also posted again to the other replica, as a probe retrying through the balancer.
@@ -134,7 +108,7 @@ def test_two_replicas_score_once_per_interval_and_store_each_batch_once(
         for i in itertools.count():
             if time.time() - started > RUN_S:
                 break
-            replicas.check_alive()
+            procs.check_alive()
             for j, probe in enumerate(probes):
                 body = signed_body(probe, endpoints, ago_s=0.5)
                 first, second = apis[(i + j) % 2], apis[(i + j + 1) % 2]
@@ -168,8 +142,8 @@ def test_two_replicas_score_once_per_interval_and_store_each_batch_once(
             runs_total = session.scalar(select(func.count()).select_from(ScoringRun))
     finally:
         engine.dispose()
-    for proc in [p for _, p in replicas.children]:
-        replicas.stop(proc)
+    for proc in [p for _, p in procs.children]:
+        procs.stop(proc)
 
     assert sorted(stored) == sorted(posted), "a batch is missing or stored twice"
     assert len(set(stored)) == len(stored)

@@ -24,7 +24,6 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import Engine, select
 
-from monitor import simnet
 from monitor.app import create_app
 from monitor.db.models import Batch, Endpoint, Result
 from monitor.db.session import session_scope
@@ -35,6 +34,7 @@ from monitor.serving import ServerThread
 from monitor.settings import Settings
 from monitor.signing.eip712 import sign_batch
 from tests.conftest import make_settings, row_counts
+from tests.ingest.support import write_registry
 
 TIMEOUT = 10.0
 HASH = "0x" + "ab" * 32
@@ -55,18 +55,7 @@ class Registered:
 def registered(engine: Engine, tmp_path: Path) -> Registered:
     """The demo operators (URLs on a closed port: never contacted) and two probes, applied."""
     accounts = [Account.create() for _ in range(2)]
-    chains = {simnet.DEMO_CHAIN_ID: simnet.SimChain(simnet.DEMO_CHAIN_ID, 1.0)}
-    registry_file = tmp_path / "registry.yaml"
-    simnet.write_registry(
-        registry_file,
-        simnet.DEMO_OPERATORS,
-        chains,
-        url_base="http://127.0.0.1:9",
-        probes=[
-            {"address": a.address, "name": f"probe-{i}", "region": "test"}
-            for i, a in enumerate(accounts)
-        ],
-    )
+    registry_file = write_registry(tmp_path / "registry.yaml", accounts)
     with session_scope(engine) as session:
         apply_registry(session, registry=load_registry(registry_file))
     return Registered(accounts, registry_file)
