@@ -183,7 +183,11 @@ def test_lying_heads_never_move_the_reference_and_get_no_weight(
 
     weights = {op: s["weight"] for op, s in scores.items()}
     honest = [weights[op] for op in HONEST]
-    assert min(honest) > 0.8 * max(honest), weights
+    # Honest operators share the weight, not exactly equally: a block landing between two
+    # endpoints' answers gives the one asked first lag 1 in that round, and on a loaded machine
+    # that can be 2 of its last 3 checks, the median the lag factor reads (seen once in CI:
+    # 0.23 against 0.385). Every liar is at 0 (below).
+    assert min(honest) > 0.5 * max(honest), weights
     assert sum(honest) == pytest.approx(1.0), weights  # every liar at 0
     for operator in HONEST:
         assert scores[operator]["status"] == "ok", scores[operator]
