@@ -5,13 +5,12 @@ the same port; the probes keep working from their outboxes and nothing is lost o
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -121,17 +120,6 @@ class Processes(demo.Processes):
         )
 
 
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
-    procs = Processes(tmp_path, env)
-    try:
-        yield procs
-    finally:
-        procs.stop_all()
-        print(procs.logs())  # shown by pytest when the test failed
-
-
 def wait_for(
     what: str, condition: Callable[[], Any], procs: Processes, timeout: float, step: float = 0.1
 ) -> Any:
@@ -171,9 +159,8 @@ def outbox_counts(outbox: Path) -> tuple[int, int]:
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_collector_restart_loses_and_duplicates_nothing(
-    database_url: str, processes: Processes, tmp_path: Path
+    database_url: str, procs: Processes, tmp_path: Path
 ) -> None:
-    procs = processes
     sim_port, api_port = free_port(), free_port()
     api = f"http://127.0.0.1:{api_port}"
     db_flag = ("--database-url", database_url)
