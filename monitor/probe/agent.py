@@ -46,6 +46,8 @@ MAX_BACKOFF_S = 15.0  # a collector back from an outage hears from every probe w
 # A collector that hangs holds up the next one in the targets order this long at most (a first
 # round waits for targets; later refreshes run beside the rounds).
 TARGETS_TIMEOUT_S = 10.0
+# On a stop, the last delivery pass (all collectors at once) takes this long at most.
+STOP_FLUSH_S = 5.0
 
 
 # Refusals that a later attempt can overcome: the probe's clock ran ahead, or the registry that
@@ -193,6 +195,19 @@ class ProbeAgent:
             if task is not None and not task.done():
                 task.cancel()
                 await asyncio.wait({task}, timeout=1.0)
+
+    async def flush(self, *, timeout_s: float) -> None:
+        """One last pass over every collector's queue (bounded): the round a stop let finish
+        reaches the collectors that are up now rather than at the next start. A batch whose
+        earlier send the stop cut off may be sent twice; the collector answers it as a
+        duplicate."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.deliver_pending()
+        except TimeoutError:
+            log.info("stop: last delivery pass cut off after %g s", timeout_s)
+        except Exception:  # e.g. the outbox file: the stop goes on, the batches stay on disk
+            log.exception("stop: last delivery pass failed")
 
     async def deliver_pending(self, *, collector: str | None = None) -> bool:
         """Send what the outbox holds for ``collector`` (None: each, concurrently), oldest
@@ -343,6 +358,7 @@ async def run_probe(settings: Settings, *, stop: asyncio.Event | None = None) ->
         for task in deliveries:
             task.cancel()
         await asyncio.wait(deliveries, timeout=5.0)
+        await agent.flush(timeout_s=STOP_FLUSH_S)
         await agent.aclose()
         if metrics_server is not None:
             await asyncio.to_thread(metrics_server.stop)  # its port is closed on return

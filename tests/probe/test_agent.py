@@ -270,7 +270,8 @@ def test_stop_during_a_round_keeps_its_batch(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """run_probe stopped while a round is in flight (the slow operator takes ~0.9 s) waits for
-    it: the batch ends in the outbox or the database, and no error is logged."""
+    it, and its last delivery pass takes the batch to the collector, which is up: in the database
+    and no longer in the outbox; no error is logged."""
     from monitor.probe.agent import run_probe
 
     key = tmp_path / "probe.key"
@@ -289,15 +290,87 @@ def test_stop_during_a_round_keeps_its_batch(
         asyncio.run(run())
     outbox = Outbox(key.with_name(key.name + ".outbox.sqlite"))
     try:
-        bodies = [item.body for item in outbox.oldest(collector=collector.url)]
-        assert len(stored_batches(engine)) + len(bodies) == 1
+        assert (outbox.depth(), outbox.rejected_count()) == (0, 0)
     finally:
         outbox.close()
+    assert sum(stored_batches(engine).values()) == 1
     with session_scope(engine) as session:
-        bodies += [body.encode() for body in session.scalars(select(Batch.body))]
+        bodies = [body.encode() for body in session.scalars(select(Batch.body))]
     # The round finished on open clients: no endpoint was blamed for the probe's own stop.
     assert b'"transport"' not in bodies[0]
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the database is not the point
+def test_stop_with_a_hanging_collector_keeps_the_batch_and_returns_in_time(
+    network: Network,
+    collector: ServerThread,
+    settings: Settings,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A collector that serves targets but never answers a batch: the stop's last delivery pass
+    is cut off after STOP_FLUSH_S and the round's batch stays in the outbox for the next start."""
+    from monitor.probe import agent as agent_module
+
+    async def targets(request: Request) -> Response:
+        async with httpx.AsyncClient(base_url=collector.url) as client:
+            answer = await client.get("/v1/targets", headers=dict(request.headers))
+        return Response(answer.content, answer.status_code, media_type="application/json")
+
+    async def never(request: Request) -> Response:
+        await asyncio.sleep(30)
+        return JSONResponse({})
+
+    key = tmp_path / "probe.key"
+    key.write_text(network.probes[0].key.hex() + "\n")
+    key.chmod(0o600)
+    app = Starlette(
+        routes=[Route("/v1/targets", targets), Route("/v1/batches", never, methods=["POST"])]
+    )
+    with ServerThread(app, name="hanging-collector") as hanging:
+        settings = settings.model_copy(
+            update={"collector_urls": [hanging.url], "key_file": key, "interval_s": 60.0}
+        )
+        outbox_file = key.with_name(key.name + ".outbox.sqlite")
+
+        async def run() -> float:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            stopped_at: list[float] = []
+
+            async def stop_once_queued() -> None:  # the first round's batch is on disk
+                while not (outbox_file.exists() and outbox_counts(outbox_file) > 0):
+                    await asyncio.sleep(0.05)
+                stopped_at.append(loop.time())
+                stop.set()
+
+            async with asyncio.timeout(30):
+                watcher = asyncio.create_task(stop_once_queued())
+                await agent_module.run_probe(settings, stop=stop)
+                await watcher
+            return loop.time() - stopped_at[0]
+
+        with caplog.at_level("INFO"):
+            took = asyncio.run(run())
+    assert took < agent_module.STOP_FLUSH_S + 3.0, took
+    assert any("last delivery pass cut off" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    outbox = Outbox(outbox_file)
+    try:
+        assert (outbox.depth(), outbox.rejected_count()) == (1, 0)
+    finally:
+        outbox.close()
+
+
+def outbox_counts(path: Path) -> int:
+    db = sqlite3.connect(path, timeout=5)
+    try:
+        return int(db.execute("SELECT count(*) FROM pending").fetchone()[0])
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+    finally:
+        db.close()
 
 
 def test_stop_cuts_a_stuck_round_short_quietly(
