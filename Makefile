@@ -23,8 +23,10 @@ $(ANVIL): tools/package.json tools/package-lock.json
 demo: $(STAMP)
 	$(BIN)/monitor demo
 
+# Two workers (2 cores): the multi-process tests run one after another on one of them
+# (xdist_group "e2e", tests/e2e/conftest.py), the rest of the suite on the other.
 test: $(STAMP) $(ANVIL)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 check: $(STAMP)
 	$(BIN)/ruff check monitor tests migrations bench

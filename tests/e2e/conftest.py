@@ -38,3 +38,13 @@ def procs(tmp_path: Path) -> Iterator[Processes]:
     finally:
         processes.stop_all()
         print(processes.logs())  # shown by pytest when the test failed
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n 2 --dist loadgroup`` (``make test``) the multi-process tests run one
+    after another on one worker, beside the rest of the suite on the other, never two of them
+    at once: each starts a dozen processes whose timing it judges."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group("e2e"))
