@@ -35,8 +35,9 @@ from sqlalchemy import Engine, Row, func, select
 
 from monitor.db.models import Batch, Probe, Result
 from monitor.db.session import make_engine, session_scope
-from tests.e2e.test_processes import Processes, outbox_counts, responds, wait_for
+from tests.e2e.test_processes import Processes, responds, wait_for
 from tests.support.anvil import AnvilNode, ChainDriver, anvil_available, free_port, write_registry
+from tests.support.outbox import outbox_counts
 from tests.support.postgres import PostgresCluster
 
 pytestmark = [

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from monitor import demo, simnet
 from monitor.db.models import Batch, Probe
 from monitor.db.session import make_engine, session_scope
 from monitor.demo import free_port
+from tests.support.outbox import outbox_counts
 
 pytestmark = pytest.mark.e2e
 
@@ -140,21 +140,6 @@ def responds(url: str) -> bool:
         return httpx.get(url, timeout=1, trust_env=False).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def outbox_counts(outbox: Path) -> tuple[int, int]:
-    """(pending, rejected) in a probe's outbox, read while the probe may be writing it."""
-    if not outbox.exists():
-        return (-1, -1)
-    db = sqlite3.connect(outbox, timeout=5)
-    try:
-        pending = db.execute("SELECT count(*) FROM pending").fetchone()[0]
-        rejected = db.execute("SELECT count(*) FROM rejected").fetchone()[0]
-        return (int(pending), int(rejected))
-    except sqlite3.OperationalError:  # tables not created yet
-        return (-1, -1)
-    finally:
-        db.close()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)

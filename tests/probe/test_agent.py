@@ -31,6 +31,7 @@ from monitor.serving import ServerThread
 from monitor.settings import Settings
 from monitor.simnet import DEMO_OPERATORS
 from tests.conftest import Network
+from tests.support.outbox import outbox_counts
 
 OPERATORS = len(DEMO_OPERATORS)  # the demo network: alpha ... echo
 
@@ -340,7 +341,7 @@ def test_stop_with_a_hanging_collector_keeps_the_batch_and_returns_in_time(
             stopped_at: list[float] = []
 
             async def stop_once_queued() -> None:  # the first round's batch is on disk
-                while not (outbox_file.exists() and outbox_counts(outbox_file) > 0):
+                while outbox_counts(outbox_file)[0] < 1:
                     await asyncio.sleep(0.05)
                 stopped_at.append(loop.time())
                 stop.set()
@@ -361,16 +362,6 @@ def test_stop_with_a_hanging_collector_keeps_the_batch_and_returns_in_time(
         assert (outbox.depth(), outbox.rejected_count()) == (1, 0)
     finally:
         outbox.close()
-
-
-def outbox_counts(path: Path) -> int:
-    db = sqlite3.connect(path, timeout=5)
-    try:
-        return int(db.execute("SELECT count(*) FROM pending").fetchone()[0])
-    except sqlite3.OperationalError:  # tables not created yet
-        return 0
-    finally:
-        db.close()
 
 
 def test_stop_cuts_a_stuck_round_short_quietly(
