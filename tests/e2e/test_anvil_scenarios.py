@@ -237,9 +237,13 @@ def test_stalled_operator_loses_weight_and_recovers(
                     pass
                 scores = harness.scores()
                 assert all(s["status"] == "ok" for s in scores.values()), scores
-                # All four healthy: an even split (latency noise aside).
+                # All four healthy: a split within a factor 2, not an exact one: a block landing
+                # between two nodes' answers gives the one asked first lag 1 in that round, on a
+                # loaded machine in 2 of its last 3 checks (seen once: 0.21 against 0.31). The
+                # stall below takes delta under a third of the others.
                 weights = {op: s["weight"] for op, s in scores.items()}
-                assert min(weights.values()) > 0.8 * max(weights.values()), weights
+                factors = {op: (s["weight"], s.get("factors")) for op, s in scores.items()}
+                assert min(weights.values()) > 0.5 * max(weights.values()), factors
 
                 driver.stall(stalled)
                 stalled_at = time.monotonic()
