@@ -1,10 +1,7 @@
-"""JSON-RPC over httpx, for probing operators: a hard time limit, a response size cap, and one
+"""JSON-RPC for probing operators: a hard time limit, a response size cap, and one
 classification of every failure — unavailable (timeout, transport, HTTP status, JSON-RPC error) or
-malformed (anything that is not a valid answer). See monitor.exceptions.
-
-The probe's client (:func:`operator_client`) keeps httpx's API on aiohttp's connection pool
-(httpx-aiohttp): httpcore's pool scans every connection for every request, which with thousands
-of endpoints (one origin each) costs more than the checks themselves (docs/performance.md).
+malformed (anything that is not a valid answer). See monitor.exceptions. The transport is
+monitor.http1 (why not httpx: its docstring and docs/performance.md).
 """
 
 from __future__ import annotations
@@ -13,14 +10,10 @@ import asyncio
 import itertools
 import json
 import re
-import time
 from typing import Any
 
-import aiohttp
-import httpx
-from httpx_aiohttp import AiohttpTransport
-
 from monitor.exceptions import RpcMalformed, RpcTooLarge, RpcUnavailable
+from monitor.http1 import Http1Client
 from monitor.safejson import json_depth
 
 _HEX_QUANTITY = re.compile(r"0x(0|[1-9a-fA-F][0-9a-fA-F]*)")
@@ -45,79 +38,60 @@ def parse_hash(value: Any, what: str) -> str:
     return value.lower()
 
 
+# The round's timed call: one answer gives the head and its hash (docs/checks.md).
+HEAD_METHOD = "eth_getBlockByNumber"
+HEAD_PARAMS: list[Any] = ["latest", False]
+
+
+def parse_head_block(block: Any) -> tuple[int, str]:
+    """(height, hash) of the block an endpoint answered ``eth_getBlockByNumber("latest")``
+    with; RpcMalformed for anything else (a node always has a latest block)."""
+    if not isinstance(block, dict):
+        raise RpcMalformed("eth_getBlockByNumber(latest): expected a block object")
+    return parse_quantity(block.get("number"), "block.number"), parse_hash(
+        block.get("hash"), "block.hash"
+    )
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def operator_client(*, concurrency: int, timeout_s: float) -> httpx.AsyncClient:
-    """The shared client for operators' endpoints: at most ``concurrency`` connections, kept
-    alive between calls, no redirects followed."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    return httpx.AsyncClient(
-        transport=AiohttpTransport(limits=limits), timeout=timeout_s, follow_redirects=False
-    )
-
-
-def _is_timeout(exc: httpx.TimeoutException) -> bool:
-    """httpx-aiohttp maps every aiohttp connection error (refused, reset, closed early) to
-    ``httpx.ConnectTimeout``; only a real time limit is a timeout here."""
-    cause = exc.__cause__
-    return not isinstance(cause, aiohttp.ClientError) or isinstance(cause, TimeoutError)
-
-
 class RpcClient:
-    """Calls one JSON-RPC method at a time over a shared ``httpx.AsyncClient``."""
+    """Calls one JSON-RPC method at a time on operators' endpoints (monitor.http1's client)."""
 
-    def __init__(
-        self, client: httpx.AsyncClient, *, timeout_s: float, max_response_bytes: int
-    ) -> None:
-        self._client = client
+    def __init__(self, *, timeout_s: float, max_response_bytes: int) -> None:
+        self._http = Http1Client(max_response_bytes=max_response_bytes)
         self._timeout_s = timeout_s
-        self._max_bytes = max_response_bytes
 
     async def call(self, url: str, method: str, params: list[Any]) -> tuple[Any, int]:
         """Returns (result, latency in microseconds) or raises RpcUnavailable / RpcMalformed.
 
-        Latency spans sending the request to reading the whole body, on a monotonic clock.
+        Latency spans writing the request on an established connection to the arrival of the
+        answer's last byte (monitor.http1), on a monotonic clock.
         """
         request_id = next(_ids)
         payload = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
-        started = time.perf_counter_ns()
         try:
-            # asyncio.timeout bounds the whole exchange; httpx's own timeouts are per phase, so a
-            # server that trickles bytes could otherwise hold a check for ever.
+            # One limit for the whole exchange, connecting included, so that a server that
+            # trickles bytes cannot hold a check for ever.
             async with asyncio.timeout(self._timeout_s):
-                body, status = await self._post(url, payload)
+                answer = await self._http.post(url, json.dumps(payload).encode())
         except TimeoutError:
             raise RpcUnavailable(
                 f"{method}: no answer within {self._timeout_s:g} s", kind="timeout"
             ) from None
-        except httpx.TimeoutException as exc:
-            if not _is_timeout(exc):
-                raise RpcUnavailable(
-                    f"{method}: {type(exc.__cause__).__name__}: {exc}", kind="transport"
-                ) from None
-            raise RpcUnavailable(f"{method}: timed out", kind="timeout") from None
-        except httpx.HTTPError as exc:
-            raise RpcUnavailable(
-                f"{method}: {type(exc).__name__}: {exc}", kind="transport"
-            ) from None
-        latency_us = (time.perf_counter_ns() - started) // 1000
-        if status != 200:
-            raise RpcUnavailable(f"{method}: HTTP {status}", kind="http_status")
-        return _decode(body, method, request_id), latency_us
+        except RpcUnavailable as exc:
+            raise RpcUnavailable(f"{method}: {exc}", kind=exc.kind) from None
+        except RpcTooLarge as exc:
+            raise RpcTooLarge(f"{method}: {exc}") from None
+        if answer.status != 200:
+            raise RpcUnavailable(f"{method}: HTTP {answer.status}", kind="http_status")
+        return _decode(answer.body, method, request_id), answer.latency_us
 
-    async def _post(self, url: str, payload: dict[str, Any]) -> tuple[bytes, int]:
-        async with self._client.stream("POST", url, json=payload) as response:
-            chunks = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > self._max_bytes:
-                    raise RpcTooLarge(f"answer larger than {self._max_bytes} bytes")
-                chunks.append(chunk)
-            return b"".join(chunks), response.status_code
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
 
 def _decode(body: bytes, method: str, request_id: int) -> Any:

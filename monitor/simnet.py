@@ -20,7 +20,7 @@ import uvicorn
 import yaml
 from eth_utils import keccak
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -192,7 +192,17 @@ class _SimState:
             height = int(tag, 16)
         else:
             raise _RpcError(-32602, f"invalid block number {tag!r}")
-        if height > min(head, self.chains[op.chain_id].height()):
+        chain = self.chains[op.chain_id]
+        if op.behaviour == "lying_head" and tag in tags and height > chain.height():
+            # It answers "latest" with a block it made up, but asked for that block by its
+            # number it has none (monitor.checks.head_exists).
+            return {
+                "number": hex(height),
+                "hash": chain.block_hash(height, f"lie-{op.operator_id}"),
+                "parentHash": self.hash_at(op, height - 1),
+                "timestamp": hex(chain.timestamp(height)),
+            }
+        if height > min(head, chain.height()):
             return None  # like a real node that has not seen the block (or invented its head)
         return {
             "number": hex(height),
@@ -200,6 +210,15 @@ class _SimState:
             "parentHash": self.hash_at(op, height - 1) if height > 0 else "0x" + "00" * 32,
             "timestamp": hex(self.chains[op.chain_id].timestamp(height)),
         }
+
+
+def _asks_head(payload: dict[str, Any]) -> bool:
+    method, params = payload.get("method"), payload.get("params")
+    if method == "eth_blockNumber":
+        return True
+    return (
+        method == "eth_getBlockByNumber" and isinstance(params, list) and params[:1] == ["latest"]
+    )
 
 
 def _error(req_id: Any, code: int, message: str) -> dict[str, Any]:
@@ -230,16 +249,22 @@ def build_app(operators: list[SimOperator], chains: dict[int, SimChain]) -> Star
             return PlainTextResponse("service unavailable", status_code=503)
         if op.behaviour == "slow":
             await asyncio.sleep(op.effective_delay)
-        body = await request.body()
+        try:
+            body = await request.body()
+        except ClientDisconnect:  # the probe gave up (its timeout, its stop): nobody to answer
+            return Response(status_code=499)
         try:
             payload = json.loads(body)
         except ValueError:
             return JSONResponse(_error(None, -32700, "parse error"))
         if op.behaviour == "malformed":
-            # Valid JSON with non-hex result for blockNumber, non-JSON for the rest:
+            # Valid JSON-RPC with a non-hex head for the head calls, non-JSON for the rest:
             # both must be rejected by a robust client.
-            if isinstance(payload, dict) and payload.get("method") == "eth_blockNumber":
-                return JSONResponse({"jsonrpc": "2.0", "id": payload.get("id"), "result": "0xZZ"})
+            if isinstance(payload, dict) and _asks_head(payload):
+                result: Any = "0xZZ"
+                if payload.get("method") == "eth_getBlockByNumber":
+                    result = {"number": "0xZZ", "hash": "0x" + "00" * 32}
+                return JSONResponse({"jsonrpc": "2.0", "id": payload.get("id"), "result": result})
             return PlainTextResponse("<html>garbage \x00 not json-rpc", media_type="text/html")
         if isinstance(payload, list):
             if not payload:

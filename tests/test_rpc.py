@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -21,7 +20,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from monitor.exceptions import RpcError, RpcMalformed, RpcUnavailable
-from monitor.rpc import RpcClient, operator_client, parse_hash, parse_quantity
+from monitor.rpc import RpcClient, parse_hash, parse_quantity
 from monitor.serving import ServerThread
 
 TIMEOUT_S = 0.5
@@ -200,37 +199,17 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/"
 
 
-# Every answer and failure is classified the same on the probe's client (httpx's API on aiohttp's
-# pool, monitor.rpc.operator_client) and on httpx's own transport.
-CLIENTS = {
-    "operator_client": lambda timeout_s: operator_client(concurrency=16, timeout_s=timeout_s),
-    "httpx": lambda timeout_s: httpx.AsyncClient(timeout=timeout_s),
-}
-_client = ["operator_client"]
-
-
-@pytest.fixture(autouse=True, params=sorted(CLIENTS))
-def client_kind(request: pytest.FixtureRequest) -> Iterator[str]:
-    _client[0] = request.param
-    yield request.param
-    _client[0] = "operator_client"
-
-
-def make_client(timeout_s: float) -> httpx.AsyncClient:
-    return CLIENTS[_client[0]](timeout_s)
-
-
 async def _call(
     url: str,
     *,
     timeout_s: float = TIMEOUT_S,
-    httpx_timeout_s: float = 30.0,
     max_bytes: int = MAX_BYTES,
 ) -> tuple[Any, int]:
-    # httpx's own per-phase timeout is generous, so the whole-exchange limit is RpcClient's.
-    async with make_client(httpx_timeout_s) as client:
-        rpc = RpcClient(client, timeout_s=timeout_s, max_response_bytes=max_bytes)
+    rpc = RpcClient(timeout_s=timeout_s, max_response_bytes=max_bytes)
+    try:
         return await rpc.call(url, "eth_blockNumber", [])
+    finally:
+        await rpc.aclose()
 
 
 def call(url: str, **kwargs: Any) -> tuple[Any, int]:
@@ -260,9 +239,11 @@ def test_null_result_is_a_result(server: ServerThread) -> None:
 
 def test_consecutive_calls_on_one_client_use_fresh_ids(server: ServerThread) -> None:
     async def twice() -> list[Any]:
-        async with make_client(5.0) as client:
-            rpc = RpcClient(client, timeout_s=TIMEOUT_S, max_response_bytes=MAX_BYTES)
+        rpc = RpcClient(timeout_s=TIMEOUT_S, max_response_bytes=MAX_BYTES)
+        try:
             return [await rpc.call(f"{server.url}/good", "eth_chainId", []) for _ in range(3)]
+        finally:
+            await rpc.aclose()
 
     assert [r for r, _ in asyncio.run(twice())] == ["0x10"] * 3
 
@@ -277,15 +258,6 @@ def test_timeout_is_unavailable_and_bounded(server: ServerThread) -> None:
     assert isinstance(exc, RpcUnavailable)
     assert exc.kind == "timeout"
     assert TIMEOUT_S * 0.9 <= elapsed < TIMEOUT_S + SLACK_S
-
-
-def test_httpx_phase_timeout_is_also_timeout(server: ServerThread) -> None:
-    # When httpx's own read timeout fires first, the kind is the same.
-    started = time.monotonic()
-    exc = failure(f"{server.url}/sleepy", timeout_s=5.0, httpx_timeout_s=0.3)
-    assert isinstance(exc, RpcUnavailable)
-    assert exc.kind == "timeout"
-    assert time.monotonic() - started < 0.3 + SLACK_S
 
 
 def test_trickling_server_is_cut_at_timeout(server: ServerThread) -> None:
@@ -354,7 +326,7 @@ def test_size_cap_is_the_only_difference(server: ServerThread) -> None:
 
 
 NESTED_SCRIPT = """
-import asyncio, httpx
+import asyncio
 import monitor.probe.agent  # like the real probe: eth_account -> py_ecc raises the recursion limit
 from starlette.applications import Starlette
 from starlette.responses import Response
@@ -367,15 +339,14 @@ async def nested(request):
     return Response(b"[" * 100_000, media_type="application/json")
 
 async def main(url):
-    async with httpx.AsyncClient() as client:
-        rpc = RpcClient(client, timeout_s=5.0, max_response_bytes=1 << 20)
-        try:
-            await rpc.call(url, "eth_blockNumber", [])
-            print("no error")
-        except RpcError as exc:
-            print(exc.kind)
-        except RecursionError:
-            print("RecursionError")
+    rpc = RpcClient(timeout_s=5.0, max_response_bytes=1 << 20)
+    try:
+        await rpc.call(url, "eth_blockNumber", [])
+        print("no error")
+    except RpcError as exc:
+        print(exc.kind)
+    except RecursionError:
+        print("RecursionError")
 
 with ServerThread(Starlette(routes=[Route("/", nested, methods=["POST"])])) as server:
     asyncio.run(main(server.url + "/"))
@@ -517,10 +488,12 @@ def test_result_of_the_wrong_type_is_malformed_when_parsed(server: ServerThread)
     """The client returns any ``result``; the check's parser refuses a number for a quantity."""
 
     async def call() -> Any:
-        async with make_client(5.0) as client:
-            rpc = RpcClient(client, timeout_s=2, max_response_bytes=4096)
+        rpc = RpcClient(timeout_s=2, max_response_bytes=4096)
+        try:
             result, _ = await rpc.call(f"{server.url}/wrong_result_type", "eth_blockNumber", [])
-            return result
+        finally:
+            await rpc.aclose()
+        return result
 
     result = asyncio.run(call())
     assert result == 12

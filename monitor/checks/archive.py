@@ -5,7 +5,7 @@ Only endpoints marked ``archive: true`` in the registry are asked, so full nodes
 block are not punished for it. A differing answer is ``wrong_state``. An archive endpoint that
 answers a JSON-RPC error (typically "missing trie node") while a quorum of the others answered
 alike is unavailable for that round: it claims to serve history and does not, which is not a lie
-(``logs.judge_errors``). Runs every 5 minutes by default (state at an old block is costly for the
+(``base.judge_errors``). Runs every 5 minutes by default (state at an old block is costly for the
 operator); only for chains that configure it.
 """
 
@@ -15,8 +15,15 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from monitor.checks.base import ChainRound, Observation, ScheduledConfig
-from monitor.checks.logs import Address, judge_errors, settled_height, word
+from monitor.checks.base import (
+    Call,
+    ChainRound,
+    Observation,
+    Replies,
+    ScheduledConfig,
+    judge_errors,
+)
+from monitor.checks.logs import Address, settled_height, word
 
 
 def _slot(value: str) -> str:
@@ -37,23 +44,27 @@ class Config(ScheduledConfig):
     storage_slot: Slot | None = None
 
 
-async def check(round_: ChainRound, config: Config) -> None:
+DEFERS_RPC_ERRORS = True  # "missing trie node": counts only where a quorum answered
+
+
+def plan(round_: ChainRound, config: Config) -> Config | None:
     confirmed = settled_height(round_)
     if confirmed is None or config.block > confirmed:
-        return  # not settled yet (a block configured ahead of the chain): nothing to compare
+        return None  # not settled yet (a block configured ahead of the chain): nothing to compare
+    return config
+
+
+async def ask(call: Call, obs: Observation, config: Config) -> tuple[int, int | None] | None:
+    if not obs.target.archive or obs.head is None or obs.head < config.block:
+        return None
     block = hex(config.block)
+    balance = word(await call(obs, "eth_getBalance", [config.address, block]), "eth_getBalance")
+    storage = None
+    if config.storage_slot is not None:
+        raw = await call(obs, "eth_getStorageAt", [config.address, config.storage_slot, block])
+        storage = word(raw, "eth_getStorageAt")
+    return balance, storage
 
-    async def ask(obs: Observation) -> tuple[int, int | None] | None:
-        if not obs.target.archive or obs.head is None or obs.head < config.block:
-            return None
-        raw_balance, _ = await round_.call(obs, "eth_getBalance", [config.address, block])
-        balance = word(raw_balance, "eth_getBalance")
-        storage = None
-        if config.storage_slot is not None:
-            raw, _ = await round_.call(
-                obs, "eth_getStorageAt", [config.address, config.storage_slot, block]
-            )
-            storage = word(raw, "eth_getStorageAt")
-        return balance, storage
 
-    await judge_errors(round_, ask, "wrong_state")
+def judge(round_: ChainRound, config: Config, plan: object, replies: Replies) -> None:
+    judge_errors(round_, replies, "wrong_state")

@@ -1,44 +1,59 @@
-"""The one contract every check follows, like blackbox_exporter's ProbeFn.
+"""The one contract every check follows, like blackbox_exporter's ProbeFn, in three steps.
 
-A round of one chain is a ``ChainRound``: one ``Observation`` per endpoint, filled in by the
-checks in registry order. A check is ``async def check(round_: ChainRound, config) -> None``: it
-makes its calls through ``round_.call`` (shared client, bounded concurrency, timeouts) and writes
-what it saw into the observations. A check skips endpoints that an earlier check already found
-unavailable or incorrect (``obs.usable``).
+A round of one chain is a ``ChainRound``: one ``Observation`` per endpoint, made by the round's
+timed head call (``eth_getBlockByNumber("latest", false)``: the endpoint's head, its hash and the
+latency every result reports; monitor.probe.visit). A check is a module with:
+
+* ``plan(round_, config)``: what the check asks this round, fixed once for every endpoint (a
+  height, a range), or None to sit the round out; it reads ``round_.basis``, the reference head
+  the round's questions are built on;
+* ``ask(call, obs, plan)`` (optional): one endpoint's answer, reduced to what the check compares
+  (a hash, a digest), or None for "nothing to judge"; calls go through ``call`` (the probe's
+  client: timeouts, size cap; untimed) and an ``RpcError`` marks the endpoint (unavailable or
+  malformed) unless the check defers JSON-RPC errors to its judgement (``defers_rpc_errors``);
+* ``judge(round_, config, plan)``: the verdicts, from every endpoint's answer at once
+  (``round_.answers[name]``): majority votes, the reference head.
+
+Splitting the asking from the judging is what lets a probe spread its calls over the interval:
+in ``monitor probe`` each endpoint is asked right after its own head call, at its own moment
+(monitor.probe.paced), and the judgements are made when the round closes; in a one-shot round
+(``ProbeAgent.round``, monitor.probe.rounds) every endpoint is asked at once, check after check.
+Either way a check skips endpoints that an earlier check already found unavailable or
+incorrect (``obs.usable``).
 
 Each check declares its configuration as a pydantic model (``CheckConfig``; the registry's
 ``chains[].checks.<name>`` section is validated against it). Checks with ``ScheduledConfig`` run
 on their own cadence (``every_s``); the probe remembers per chain when each last ran
-(``ChainMemory``), and what it saw of each endpoint's head in earlier rounds.
+(``ChainMemory``), what it saw of each endpoint's head in earlier rounds, and the verdicts a
+scheduled check's last run gave, which hold in the rounds between its runs.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import ModuleType
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from monitor.exceptions import RpcError
-from monitor.probe.consensus import majority
+from monitor.probe.consensus import majority, reference_head
 from monitor.probe.targets import ChainTarget, EndpointTarget
-from monitor.rpc import RpcClient
 
 
 @dataclass
 class Observation:
     target: EndpointTarget
-    observed_at_ms: int  # the round's start until the head check sets it
-    sent_at_ms: int | None = None  # when the latest request left, after the concurrency wait
+    observed_at_ms: int  # unix ms when the head call was sent
     ok: bool = True  # flips to False on the first unavailability
     error: str | None = None
     latency_us: int | None = None
     head: int | None = None
-    block_hash: str | None = None
+    head_hash: str | None = None  # the hash of the head block the head call returned
+    block_hash: str | None = None  # the hash at the round's check height
     correct: bool | None = None
+    reference_head: int | None = None  # the head this endpoint is judged against
 
     @property
     def usable(self) -> bool:
@@ -78,56 +93,150 @@ class ChainMemory:
     # endpoint id -> (head, monotonic time that head was first seen): stalled-head detection
     heads: dict[int, tuple[int, float]] = field(default_factory=dict)
     reference_head: int | None = None  # the previous round's
-    # check name -> endpoint id -> the stale verdict ("syncing") of its last run: a scheduled
-    # check's verdict holds in the rounds between its runs (monitor/probe/rounds.py)
+    # check name -> endpoint id -> the verdict of its last run (a stale error such as "syncing",
+    # or an incorrect one such as "wrong_chain"): it holds in the rounds between its runs
     verdicts: dict[str, dict[int, str]] = field(default_factory=dict)
+
+
+class HeadsOverTime(Protocol):
+    """A paced round's heads in the order they were seen (monitor.probe.paced)."""
+
+    def references(self, excluded: frozenset[int]) -> dict[int, int | None]:
+        """Each endpoint's reference head: the one the heads seen up to its own visit give,
+        leaving out ``excluded`` endpoints."""
+        ...
+
+    def live(self, endpoint_id: int) -> tuple[int | None, bool]:
+        """(reference, contested) as known when ``endpoint_id``'s head came in."""
+        ...
 
 
 @dataclass
 class ChainRound:
     chain: ChainTarget
-    rpc: RpcClient
-    semaphore: asyncio.Semaphore
     observations: list[Observation]
     memory: ChainMemory = field(default_factory=ChainMemory)
-    reference_head: int | None = None
+    # The reference head the round's questions are built on (``plan``): this round's own in a
+    # one-shot round; in a paced round the one known when the round opened.
+    basis: int | None = None
+    reference_head: int | None = None  # the round's reference, from every head it saw
     check_height: int | None = None
-
-    async def call(self, obs: Observation, method: str, params: list[Any]) -> tuple[Any, int]:
-        async with self.semaphore:
-            obs.sent_at_ms = time.time_ns() // 1_000_000
-            return await self.rpc.call(obs.target.url, method, params)
+    # A paced round: each endpoint is judged against the heads known at its own visit.
+    over_time: HeadsOverTime | None = None
+    # What each check's asks gave, by check name and endpoint id, for its judge: the answers,
+    # the JSON-RPC errors it defers, and the failures, applied in the check's turn.
+    answers: dict[str, dict[int, Hashable]] = field(default_factory=dict)
+    refused: dict[str, dict[int, RpcError]] = field(default_factory=dict)
+    failed: dict[str, dict[int, RpcError]] = field(default_factory=dict)
+    asked: dict[str, set[int]] = field(default_factory=dict)
 
     def usable(self) -> list[Observation]:
         return [obs for obs in self.observations if obs.usable]
 
+    def set_references(self) -> None:
+        """Each usable endpoint's reference head: the round's (the highest height a quorum of
+        the usable heads reached), or in a paced round the one known at its own visit."""
+        heads = [obs.head for obs in self.usable() if obs.head is not None]
+        self.reference_head = reference_head(heads)
+        if self.over_time is None:
+            for obs in self.observations:
+                obs.reference_head = self.reference_head
+            return
+        unusable = frozenset(o.target.endpoint_id for o in self.observations if not o.usable)
+        references = self.over_time.references(unusable)
+        for obs in self.observations:
+            obs.reference_head = references.get(obs.target.endpoint_id)
 
-CheckFn = Callable[[ChainRound, Any], Awaitable[None]]
+
+@dataclass(frozen=True)
+class Replies:
+    """What one check's asks gave in a round, for its judge."""
+
+    answers: Mapping[int, Hashable]  # endpoint id -> answer (asked and answered)
+    refused: Mapping[int, RpcError]  # endpoint id -> a deferred JSON-RPC error
+    asked: frozenset[int]
+
+
+Call = Callable[[Observation, str, list[Any]], Awaitable[Any]]
+Plan = Any
+PlanFn = Callable[[ChainRound, Any], Plan | None]
+AskFn = Callable[[Call, Observation, Any], Awaitable[Hashable | None]]
+JudgeFn = Callable[[ChainRound, Any, Any, Replies], None]
 
 
 @dataclass(frozen=True)
 class Check:
-    """A registry entry: the function, its configuration model, and whether it runs unasked.
+    """A registry entry: the three steps, the configuration model, and whether it runs unasked.
 
     A check that needs chain-specific input (an address, a contract) is ``default_on=False``: it
-    runs only for chains whose registry entry has its section.
+    runs only for chains whose registry entry has its section. ``defers_rpc_errors``: a JSON-RPC
+    error answer is kept aside for ``judge`` instead of marking the endpoint unavailable
+    (:func:`judge_errors`).
     """
 
-    fn: CheckFn
+    plan: PlanFn
+    judge: JudgeFn
+    ask: AskFn | None = None
     config: type[CheckConfig] = CheckConfig
     default_on: bool = True
+    defers_rpc_errors: bool = False
+
+    @classmethod
+    def of(cls, module: ModuleType, *, default_on: bool = True) -> Check:
+        """The check a module defines: ``plan``, ``judge``, optional ``ask``, ``Config`` and
+        ``DEFERS_RPC_ERRORS``."""
+        return cls(
+            plan=module.plan,
+            judge=module.judge,
+            ask=getattr(module, "ask", None),
+            config=getattr(module, "Config", CheckConfig),
+            default_on=default_on,
+            defers_rpc_errors=getattr(module, "DEFERS_RPC_ERRORS", False),
+        )
 
 
-async def for_each(round_: ChainRound, fn: Callable[[Observation], Awaitable[None]]) -> None:
-    """Run ``fn`` for every usable endpoint concurrently; an RPC failure marks that endpoint."""
+def every_round(round_: ChainRound, config: CheckConfig) -> bool:
+    """A ``plan`` for checks with nothing to fix in advance: they take part in every round."""
+    return True
 
-    async def guarded(obs: Observation) -> None:
-        try:
-            await fn(obs)
-        except RpcError as exc:
+
+async def ask_one(
+    name: str, check: Check, round_: ChainRound, plan: Plan, call: Call, obs: Observation
+) -> bool:
+    """Ask ``obs`` for ``check`` and keep what it answered for the judge. False when the
+    endpoint failed (unavailable or malformed): the caller asks it nothing more this round. The
+    failure itself is applied in the check's turn (:func:`judge_check`), so that a paced round,
+    which asks before it judges, gives the verdicts a one-shot round gives."""
+    if check.ask is None:
+        return True
+    endpoint_id = obs.target.endpoint_id
+    round_.asked.setdefault(name, set()).add(endpoint_id)
+    try:
+        answer = await check.ask(call, obs, plan)
+    except RpcError as exc:
+        if check.defers_rpc_errors and exc.kind == "rpc_error":
+            round_.refused.setdefault(name, {})[endpoint_id] = exc
+            return True
+        round_.failed.setdefault(name, {})[endpoint_id] = exc
+        return False
+    if answer is not None:
+        round_.answers.setdefault(name, {})[endpoint_id] = answer
+    return True
+
+
+def judge_check(name: str, check: Check, round_: ChainRound, config: Any, plan: Plan) -> None:
+    """The check's turn: the failures its asks met, then its verdicts."""
+    failed = round_.failed.get(name, {})
+    for obs in round_.observations:
+        exc = failed.get(obs.target.endpoint_id)
+        if exc is not None and obs.usable:
             obs.fail(exc)
-
-    await asyncio.gather(*(guarded(obs) for obs in round_.usable()))
+    replies = Replies(
+        answers=round_.answers.get(name, {}),
+        refused=round_.refused.get(name, {}),
+        asked=frozenset(round_.asked.get(name, ())),
+    )
+    check.judge(round_, config, plan, replies)
 
 
 def vote(round_: ChainRound, answers: Mapping[int, Hashable], error: str) -> None:
@@ -142,3 +251,21 @@ def vote(round_: ChainRound, answers: Mapping[int, Hashable], error: str) -> Non
     for obs in voters:
         if answers[obs.target.endpoint_id] != canonical:
             obs.mark_incorrect(error)
+
+
+def judge_errors(round_: ChainRound, replies: Replies, error: str) -> None:
+    """Vote a check's answers; a differing one is ``error``.
+
+    A JSON-RPC error answer counts against an endpoint (unavailable, ``rpc_error``) only when a
+    quorum of the others agreed on an answer: then the question was answerable and this endpoint
+    could not serve it. When nobody reaches a quorum, the question itself may be at fault (a
+    reverting canary, a block older than every node's history) and nobody is judged.
+    """
+    answers = {e: a for e, a in replies.answers.items()}
+    vote(round_, answers, error)
+    if majority(list(answers.values()), round_.chain.quorum) is None:
+        return
+    for obs in round_.observations:
+        exc = replies.refused.get(obs.target.endpoint_id)
+        if exc is not None and obs.usable:
+            obs.fail(exc)

@@ -1,19 +1,24 @@
-"""eth_getBlockByNumber at ``reference head - confirmations``: the hash a majority holds is
-canonical; a different one is incorrect. An endpoint whose head is below the height cannot be
-judged (unknown), and neither can anyone when no majority with ``quorum`` agreeing answers
-exists."""
+"""eth_getBlockByNumber at the round's check height: the hash a majority holds is canonical; a
+different one is incorrect. An endpoint whose head is below the height cannot be judged
+(unknown), and neither can anyone when no majority with ``quorum`` agreeing answers exists.
+
+The check height is ``reference head - confirmations``, fixed when the round's questions are
+planned (``ChainRound.basis``): in a one-shot round from the round's own heads, in a paced round
+from the heads known when the round opened, so that every endpoint is asked for the same height
+however its visit falls in the interval.
+"""
 
 from __future__ import annotations
 
-from monitor.checks.base import ChainRound, CheckConfig, Observation, for_each
+from monitor.checks.base import Call, ChainRound, CheckConfig, Observation, Replies
 from monitor.exceptions import RpcMalformed
 from monitor.probe.consensus import canonical_hash
 from monitor.rpc import parse_hash, parse_quantity
 
 
-async def hash_at(round_: ChainRound, obs: Observation, height: int) -> str:
+async def hash_at(call: Call, obs: Observation, height: int) -> str:
     """``obs``'s block hash at ``height`` (at or below its head); RpcMalformed if it has none."""
-    block, _ = await round_.call(obs, "eth_getBlockByNumber", [hex(height), False])
+    block = await call(obs, "eth_getBlockByNumber", [hex(height), False])
     if not isinstance(block, dict):
         # null for a height at or below the head it just reported is a wrong answer too
         raise RpcMalformed(f"eth_getBlockByNumber({height}): expected a block object")
@@ -23,24 +28,30 @@ async def hash_at(round_: ChainRound, obs: Observation, height: int) -> str:
 
 
 def confirmed_height(round_: ChainRound) -> int | None:
-    """``reference head - confirmations``: the height every check of settled data looks at."""
-    if round_.reference_head is None:
+    """``basis - confirmations``: the height every check of settled data looks at."""
+    if round_.basis is None:
         return None
-    return max(0, round_.reference_head - round_.chain.confirmations)
+    return max(0, round_.basis - round_.chain.confirmations)
 
 
-async def check(round_: ChainRound, config: CheckConfig) -> None:
+def plan(round_: ChainRound, config: CheckConfig) -> int | None:
     height = confirmed_height(round_)
-    if height is None:
-        return
-    round_.check_height = height
+    if height is not None:
+        round_.check_height = height
+    return height
 
-    async def one(obs: Observation) -> None:
-        if obs.head is None or obs.head < height:
-            return
-        obs.block_hash = await hash_at(round_, obs, height)
 
-    await for_each(round_, one)
+async def ask(call: Call, obs: Observation, height: int) -> str | None:
+    if obs.head is None or obs.head < height:
+        return None
+    return await hash_at(call, obs, height)
+
+
+def judge(round_: ChainRound, config: CheckConfig, height: int, replies: Replies) -> None:
+    for obs in round_.observations:
+        answer = replies.answers.get(obs.target.endpoint_id)
+        if isinstance(answer, str):
+            obs.block_hash = answer
     voters = [obs for obs in round_.usable() if obs.block_hash is not None]
     canonical = canonical_hash(
         [obs.block_hash for obs in voters if obs.block_hash is not None], round_.chain.quorum

@@ -5,7 +5,7 @@ answering from a cache of another chain or block). The call is ``{to, data}`` at
 height, so every endpoint answers from the same settled state; the answer must be hex data and a
 differing one is ``wrong_call``. Choose a pure view function whose answer changes rarely (a token's
 ``totalSupply()``, a registry's ``owner()``). A call that reverts everywhere judges nobody
-(``logs.judge_errors``). Every minute by default; only for chains that configure it.
+(``base.judge_errors``). Every minute by default; only for chains that configure it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from monitor.checks.base import ChainRound, Observation, ScheduledConfig
-from monitor.checks.logs import Address, HexData, hex_data, judge_errors, settled_height
+from monitor.checks.base import (
+    Call,
+    ChainRound,
+    Observation,
+    Replies,
+    ScheduledConfig,
+    judge_errors,
+)
+from monitor.checks.logs import Address, HexData, hex_data, settled_height
 
 MAX_RESULT_BYTES = 64 * 1024  # a canary answers a few words; the response cap bounds it anyway
 
@@ -27,16 +34,23 @@ class Config(ScheduledConfig):
     block: Literal["confirmed"] = "confirmed"  # the check height; the only choice for now
 
 
-async def check(round_: ChainRound, config: Config) -> None:
+DEFERS_RPC_ERRORS = True  # a canary that reverts everywhere judges nobody
+
+
+def plan(round_: ChainRound, config: Config) -> tuple[int, dict[str, str]] | None:
     height = settled_height(round_)
     if height is None:
-        return
-    request = {"to": config.to, "data": config.data}
+        return None
+    return height, {"to": config.to, "data": config.data}
 
-    async def ask(obs: Observation) -> str | None:
-        if obs.head is None or obs.head < height:
-            return None
-        result, _ = await round_.call(obs, "eth_call", [request, hex(height)])
-        return hex_data(result, "eth_call", max_bytes=MAX_RESULT_BYTES)
 
-    await judge_errors(round_, ask, "wrong_call")
+async def ask(call: Call, obs: Observation, plan: tuple[int, dict[str, str]]) -> str | None:
+    height, request = plan
+    if obs.head is None or obs.head < height:
+        return None
+    result = await call(obs, "eth_call", [request, hex(height)])
+    return hex_data(result, "eth_call", max_bytes=MAX_RESULT_BYTES)
+
+
+def judge(round_: ChainRound, config: Config, plan: object, replies: Replies) -> None:
+    judge_errors(round_, replies, "wrong_call")

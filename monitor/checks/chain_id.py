@@ -1,15 +1,40 @@
-"""eth_chainId: an endpoint serving another chain is incorrect, whatever else it answers."""
+"""eth_chainId: an endpoint serving another chain is incorrect, whatever else it answers.
+
+Once a minute by default: an endpoint does not change chains often, and its verdict holds in the
+rounds between (``ChainMemory.verdicts``); a node switched to another chain also fails the hash
+checks of every round at once. A wrong-chain result reports no head: a height of another chain
+says nothing of this one.
+"""
 
 from __future__ import annotations
 
-from monitor.checks.base import ChainRound, CheckConfig, Observation, for_each
+from pydantic import Field
+
+from monitor.checks.base import (
+    Call,
+    ChainRound,
+    Observation,
+    Replies,
+    ScheduledConfig,
+    every_round,
+)
 from monitor.rpc import parse_quantity
 
+plan = every_round
 
-async def check(round_: ChainRound, config: CheckConfig) -> None:
-    async def one(obs: Observation) -> None:
-        result, _ = await round_.call(obs, "eth_chainId", [])
-        if parse_quantity(result, "eth_chainId") != round_.chain.chain_id:
+
+class Config(ScheduledConfig):
+    every_s: float = Field(60.0, ge=0, le=86_400)
+
+
+async def ask(call: Call, obs: Observation, plan: object) -> int:
+    return parse_quantity(await call(obs, "eth_chainId", []), "eth_chainId")
+
+
+def judge(round_: ChainRound, config: Config, plan: object, replies: Replies) -> None:
+    verdicts = round_.memory.verdicts["chain_id"] = {}
+    for obs in round_.usable():
+        answer = replies.answers.get(obs.target.endpoint_id)
+        if answer is not None and answer != round_.chain.chain_id:
             obs.mark_incorrect("wrong_chain")
-
-    await for_each(round_, one)
+            verdicts[obs.target.endpoint_id] = "wrong_chain"

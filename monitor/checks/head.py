@@ -1,32 +1,28 @@
-"""eth_blockNumber: each endpoint's head and latency, then the round's reference head.
+"""The head: each endpoint's reference head, and heads no one else confirms.
 
-The reference is a height enough endpoints reach (monitor.probe.consensus), so one operator that
-claims a huge head cannot make the honest ones look lagging; such a head is incorrect.
+Every endpoint's head, the hash of its head block and the latency every result reports come
+from the round's timed call, ``eth_getBlockByNumber("latest", false)`` (monitor.probe.visit),
+made before any check asks anything. This check judges them: the reference is a height enough
+endpoints reach (monitor.probe.consensus), so one operator that claims a huge head cannot make
+the honest ones look lagging; a head more than a minute of blocks above it is incorrect
+(``head_ahead``). In a paced round each endpoint is judged against the heads seen up to its own
+visit, so an endpoint visited early in the interval is not found lagging behind blocks made
+after it answered.
 """
 
 from __future__ import annotations
 
-from monitor.checks.base import ChainRound, CheckConfig, Observation, for_each
-from monitor.probe.consensus import head_ahead_tolerance, reference_head
-from monitor.rpc import parse_quantity
+from monitor.checks.base import ChainRound, CheckConfig, Replies, every_round
+from monitor.probe.consensus import head_ahead_tolerance
+
+plan = every_round
 
 
-async def check(round_: ChainRound, config: CheckConfig) -> None:
-    async def one(obs: Observation) -> None:
-        try:
-            result, latency_us = await round_.call(obs, "eth_blockNumber", [])
-        finally:  # also when it failed: the observation is of that moment
-            obs.observed_at_ms = obs.sent_at_ms or obs.observed_at_ms
-        obs.latency_us = latency_us
-        obs.head = parse_quantity(result, "eth_blockNumber")
-
-    await for_each(round_, one)
-    answered = [obs for obs in round_.usable() if obs.head is not None]
-    reference = reference_head([obs.head for obs in answered if obs.head is not None])
-    round_.reference_head = reference
-    if reference is None:
-        return
+def judge(round_: ChainRound, config: CheckConfig, plan: object, replies: Replies) -> None:
+    round_.set_references()
     tolerance = head_ahead_tolerance(round_.chain.confirmations, round_.chain.block_time_s)
-    for obs in answered:
-        if obs.head is not None and obs.head > reference + tolerance:
+    for obs in round_.usable():
+        reference = obs.reference_head
+        if obs.head is not None and reference is not None and obs.head > reference + tolerance:
             obs.mark_incorrect("head_ahead")
+    round_.set_references()  # without the heads found out

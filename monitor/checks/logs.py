@@ -8,24 +8,29 @@ digest of its canonical form (the fields that identify a log, lower-cased, sorte
 are voted on like block hashes: a differing answer is ``wrong_logs``. An answer over the probe's
 size cap proves nothing and is left unjudged: on a busy chain give an ``address``.
 
-The helpers shared by the state checks (archive, call) live here too: the address option, strict
-hex parsing, and the rule for JSON-RPC error answers (:func:`judge_errors`).
+The helpers shared by the state checks (archive, call) live here too: the address option and
+strict hex parsing; JSON-RPC error answers are judged by ``base.judge_errors``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, Hashable
 from typing import Annotated, Any
 
 from eth_utils import is_checksum_address, keccak, to_checksum_address
 from pydantic import AfterValidator, Field, StringConstraints
 
-from monitor.checks.base import ChainRound, Observation, ScheduledConfig, for_each, vote
+from monitor.checks.base import (
+    Call,
+    ChainRound,
+    Observation,
+    Replies,
+    ScheduledConfig,
+    judge_errors,
+)
 from monitor.checks.block_hash import confirmed_height
-from monitor.exceptions import RpcMalformed, RpcTooLarge, RpcUnavailable
-from monitor.probe.consensus import majority
+from monitor.exceptions import RpcMalformed, RpcTooLarge
 from monitor.rpc import parse_hash, parse_quantity
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
@@ -80,43 +85,6 @@ def settled_height(round_: ChainRound) -> int | None:
     return height
 
 
-async def judge_errors(
-    round_: ChainRound,
-    ask: Callable[[Observation], Awaitable[Hashable | None]],
-    error: str,
-) -> None:
-    """Ask every usable endpoint (``ask`` returns a digest, or None to stay out of the vote) and
-    vote the digests; a differing one is ``error``.
-
-    A JSON-RPC error answer counts against an endpoint (unavailable, ``rpc_error``) only when a
-    quorum of the others agreed on an answer: then the question was answerable and this endpoint
-    could not serve it. When nobody reaches a quorum, the question itself may be at fault (a
-    reverting canary, a block older than every node's history) and nobody is judged.
-    """
-    answers: dict[int, Hashable] = {}
-    refused: dict[int, RpcUnavailable] = {}
-
-    async def one(obs: Observation) -> None:
-        try:
-            digest = await ask(obs)
-        except RpcUnavailable as exc:
-            if exc.kind != "rpc_error":
-                raise  # timeouts and transport failures: unavailable as always
-            refused[obs.target.endpoint_id] = exc
-            return
-        if digest is not None:
-            answers[obs.target.endpoint_id] = digest
-
-    await for_each(round_, one)
-    vote(round_, answers, error)
-    if majority(list(answers.values()), round_.chain.quorum) is None:
-        return
-    for obs in round_.observations:
-        exc = refused.get(obs.target.endpoint_id)
-        if exc is not None:
-            obs.fail(exc)
-
-
 def logs_digest(logs: Any) -> str:
     """A digest of an eth_getLogs answer; RpcMalformed if it is not a list of logs.
 
@@ -161,19 +129,26 @@ def log_filter(config: Config, start: int, end: int) -> dict[str, Any]:
     return params
 
 
-async def check(round_: ChainRound, config: Config) -> None:
+DEFERS_RPC_ERRORS = True  # judge_errors: an error counts only where a quorum answered
+
+
+def plan(round_: ChainRound, config: Config) -> tuple[int, dict[str, Any]] | None:
     end = settled_height(round_)
     if end is None:
-        return
-    params = log_filter(config, max(0, end - config.range_blocks + 1), end)
+        return None
+    return end, log_filter(config, max(0, end - config.range_blocks + 1), end)
 
-    async def ask(obs: Observation) -> str | None:
-        if obs.head is None or obs.head < end:
-            return None  # cannot have the range yet: unknown, not wrong
-        try:
-            logs, _ = await round_.call(obs, "eth_getLogs", [params])
-        except RpcTooLarge:
-            return None  # a big honest answer looks the same: no evidence either way
-        return logs_digest(logs)
 
-    await judge_errors(round_, ask, "wrong_logs")
+async def ask(call: Call, obs: Observation, plan: tuple[int, dict[str, Any]]) -> str | None:
+    end, params = plan
+    if obs.head is None or obs.head < end:
+        return None  # cannot have the range yet: unknown, not wrong
+    try:
+        logs = await call(obs, "eth_getLogs", [params])
+    except RpcTooLarge:
+        return None  # a big honest answer looks the same: no evidence either way
+    return logs_digest(logs)
+
+
+def judge(round_: ChainRound, config: Config, plan: object, replies: Replies) -> None:
+    judge_errors(round_, replies, "wrong_logs")

@@ -13,10 +13,12 @@ import random
 
 from pydantic import Field
 
-from monitor.checks.base import ChainRound, Observation, ScheduledConfig, for_each, vote
-from monitor.checks.block_hash import confirmed_height, hash_at
+from monitor.checks.base import ChainRound, Replies, ScheduledConfig, vote
+from monitor.checks.block_hash import ask, confirmed_height
 
 _random = random.SystemRandom()  # operators must not predict the height
+
+__all__ = ["Config", "ask", "judge", "pick_height", "plan"]
 
 
 class Config(ScheduledConfig):
@@ -29,17 +31,10 @@ def pick_height(confirmed: int, max_depth: int) -> int | None:
     return _random.randint(max(0, confirmed - max_depth), confirmed - 1)
 
 
-async def check(round_: ChainRound, config: Config) -> None:
+def plan(round_: ChainRound, config: Config) -> int | None:
     confirmed = confirmed_height(round_)
-    height = None if confirmed is None else pick_height(confirmed, config.max_depth)
-    if height is None:
-        return
-    hashes: dict[int, str] = {}
+    return None if confirmed is None else pick_height(confirmed, config.max_depth)
 
-    async def one(obs: Observation) -> None:
-        if obs.head is None or obs.head < height:
-            return
-        hashes[obs.target.endpoint_id] = await hash_at(round_, obs, height)
 
-    await for_each(round_, one)
-    vote(round_, hashes, "wrong_old_hash")
+def judge(round_: ChainRound, config: Config, height: int, replies: Replies) -> None:
+    vote(round_, replies.answers, "wrong_old_hash")

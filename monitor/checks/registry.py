@@ -1,5 +1,6 @@
-"""The checks, in the order a round runs them. Adding a check: one module, one line here, one
-section in docs/checks.md (and its options in the registry's ``chains[].checks.<name>``)."""
+"""The checks, in the order a round judges them (and a visit asks them). Adding a check: one
+module (``plan``, ``judge``, optional ``ask`` and ``Config``; monitor.checks.base), one line here,
+one section in docs/checks.md (and its options in the registry's ``chains[].checks.<name>``)."""
 
 from __future__ import annotations
 
@@ -18,14 +19,14 @@ from monitor.checks import (
 from monitor.checks.base import Check
 
 CHECKS: dict[str, Check] = {
-    "chain_id": Check(chain_id.check),
-    "head": Check(head.check),
-    "head_exists": Check(head_exists.check, head_exists.Config),
-    "stalled": Check(stalled.check, stalled.Config),
-    "syncing": Check(syncing.check, syncing.Config),
-    "block_hash": Check(block_hash.check),
-    "old_block_hash": Check(old_block_hash.check, old_block_hash.Config),
-    "logs": Check(logs.check, logs.Config),
-    "archive": Check(archive.check, archive.Config, default_on=False),
-    "call": Check(call.check, call.Config, default_on=False),
+    "chain_id": Check.of(chain_id),
+    "head": Check.of(head),
+    "head_exists": Check.of(head_exists),
+    "stalled": Check.of(stalled),
+    "syncing": Check.of(syncing),
+    "block_hash": Check.of(block_hash),
+    "old_block_hash": Check.of(old_block_hash),
+    "logs": Check.of(logs),
+    "archive": Check.of(archive, default_on=False),
+    "call": Check.of(call, default_on=False),
 }

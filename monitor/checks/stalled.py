@@ -1,11 +1,11 @@
 """Stalled-head detection, from what the probe saw in earlier rounds (no extra calls).
 
 An endpoint whose head has not changed for longer than ``max(block_times x block time, min_s)``
-while the round's reference head is above it has stopped following the chain: ``stalled``. That
-is stale, not wrong (the endpoint answers, and its old blocks are still the chain's), so the
-result stays ``ok`` and its correctness is whatever the other checks find; lag measures how far
-behind it is, the flag says it is not catching up. An endpoint whose head moves again is clear at
-once; a chain that halted (no reference above anyone's head) flags no one.
+while its reference head is above it has stopped following the chain: ``stalled``. That is
+stale, not wrong (the endpoint answers, and its old blocks are still the chain's), so the result
+stays ``ok`` and its correctness is whatever the other checks find; lag measures how far behind
+it is, the flag says it is not catching up. An endpoint whose head moves again is clear at once;
+a chain that halted (no reference above anyone's head) flags no one.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import time
 
 from pydantic import Field
 
-from monitor.checks.base import ChainRound, CheckConfig
+from monitor.checks.base import ChainRound, CheckConfig, Replies, every_round
+
+plan = every_round
 
 
 class Config(CheckConfig):
@@ -22,14 +24,13 @@ class Config(CheckConfig):
     min_s: float = Field(30.0, ge=0, le=86_400)
 
 
-async def check(round_: ChainRound, config: Config) -> None:
+def judge(round_: ChainRound, config: Config, plan: object, replies: Replies) -> None:
     now = time.monotonic()
     heads = round_.memory.heads
     listed = {obs.target.endpoint_id for obs in round_.observations}
     for endpoint_id in [e for e in heads if e not in listed]:
         del heads[endpoint_id]  # removed from the registry: forget it
     allowed_s = max(config.block_times * round_.chain.block_time_s, config.min_s)
-    reference = round_.reference_head
     for obs in round_.observations:
         if not obs.ok or obs.head is None:
             continue  # no head this round: keep what we knew
@@ -39,6 +40,7 @@ async def check(round_: ChainRound, config: Config) -> None:
             heads[endpoint_id] = (obs.head, now)
             continue
         frozen_s = now - seen[1]
+        reference = obs.reference_head
         if (
             frozen_s > allowed_s
             and reference is not None

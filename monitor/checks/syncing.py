@@ -12,9 +12,18 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from monitor.checks.base import ChainRound, Observation, ScheduledConfig, for_each
+from monitor.checks.base import (
+    Call,
+    ChainRound,
+    Observation,
+    Replies,
+    ScheduledConfig,
+    every_round,
+)
 from monitor.exceptions import RpcError, RpcMalformed
 from monitor.rpc import parse_quantity
+
+plan = every_round
 
 
 class Config(ScheduledConfig):
@@ -22,25 +31,28 @@ class Config(ScheduledConfig):
     tolerance_blocks: int = Field(2, ge=0, le=1_000_000)
 
 
-async def check(round_: ChainRound, config: Config) -> None:
-    verdicts = round_.memory.verdicts["syncing"] = {}
+async def ask(call: Call, obs: Observation, plan: object) -> int | None:
+    """Blocks behind its own highest block (0 in sync), or None: no answer to judge."""
+    try:
+        status = await call(obs, "eth_syncing", [])
+    except RpcError as exc:
+        if exc.kind == "rpc_error":
+            return None
+        raise
+    if status is False:
+        return 0
+    if not isinstance(status, dict):
+        raise RpcMalformed("eth_syncing: expected false or a sync status object")
+    current = parse_quantity(status.get("currentBlock"), "eth_syncing.currentBlock")
+    highest = parse_quantity(status.get("highestBlock"), "eth_syncing.highestBlock")
+    return max(0, highest - current)
 
-    async def one(obs: Observation) -> None:
-        try:
-            status, _ = await round_.call(obs, "eth_syncing", [])
-        except RpcError as exc:
-            if exc.kind == "rpc_error":
-                return
-            raise
-        if status is False:
-            return
-        if not isinstance(status, dict):
-            raise RpcMalformed("eth_syncing: expected false or a sync status object")
-        current = parse_quantity(status.get("currentBlock"), "eth_syncing.currentBlock")
-        highest = parse_quantity(status.get("highestBlock"), "eth_syncing.highestBlock")
-        if highest - current > config.tolerance_blocks:
+
+def judge(round_: ChainRound, config: Config, plan: object, replies: Replies) -> None:
+    verdicts = round_.memory.verdicts["syncing"] = {}
+    for obs in round_.usable():
+        behind = replies.answers.get(obs.target.endpoint_id)
+        if isinstance(behind, int) and behind > config.tolerance_blocks:
             verdicts[obs.target.endpoint_id] = "syncing"
             if obs.error is None:
                 obs.error = "syncing"
-
-    await for_each(round_, one)

@@ -19,7 +19,7 @@ import signal
 import sqlite3
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import httpx
@@ -28,11 +28,14 @@ from eth_account.signers.local import LocalAccount
 
 from monitor.checks.base import ChainMemory
 from monitor.exceptions import ConfigError
+from monitor.ingest.schemas import ProbeResult
 from monitor.probe.metrics import MetricsServer, ProbeMetrics
 from monitor.probe.outbox import Outbox
+from monitor.probe.paced import PacedRounds, PulseProcess
 from monitor.probe.rounds import CheckOutcomes, run_round
+from monitor.probe.schedule import Schedule
 from monitor.probe.targets import Targets
-from monitor.rpc import RpcClient, operator_client
+from monitor.rpc import RpcClient
 from monitor.safejson import loads
 from monitor.settings import Settings
 from monitor.signing.eip712 import auth_headers, sign_batch
@@ -101,17 +104,12 @@ class ProbeAgent:
         outbox.configure(self.collectors)
         self.metrics = metrics or ProbeMetrics(collectors=self.collectors, outbox=outbox.path)
         self.targets: Targets | None = None
-        self._operators = operator_client(
-            concurrency=settings.concurrency, timeout_s=settings.rpc_timeout_s
-        )
         # A client (and connection pool) per collector: a slow one holds only its own.
         self._clients = {
             url: httpx.AsyncClient(base_url=url, timeout=30.0) for url in self.collectors
         }
         self._rpc = RpcClient(
-            self._operators,
-            timeout_s=settings.rpc_timeout_s,
-            max_response_bytes=settings.max_response_bytes,
+            timeout_s=settings.rpc_timeout_s, max_response_bytes=settings.max_response_bytes
         )
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._memory: dict[int, ChainMemory] = {}  # per chain: check cadence, head history
@@ -146,7 +144,9 @@ class ProbeAgent:
             self._refresh_task = None
 
     async def round(self) -> str | None:
-        """One round: check, sign, queue. Returns the batch id, or None with no targets yet."""
+        """One one-shot round (monitor.probe.rounds): check, sign, queue. Returns the batch id,
+        or None with no targets yet. ``monitor probe`` runs paced rounds instead
+        (:meth:`run_paced`); this is a round on demand."""
         self._round_task = asyncio.current_task()
         try:
             if self.targets is None and not await self.refresh_targets():
@@ -162,19 +162,128 @@ class ProbeAgent:
                 memory=self._memory,
                 outcomes=outcomes,
             )
-            duration_s = time.perf_counter() - started
-            batch = sign_batch(self.account, results)
-            # Queued before any attempt to send: from here on the round cannot be lost.
-            self.outbox.put(batch.message.batchId, batch.model_dump_json().encode())
-            self.metrics.round_done(duration_s=duration_s, results=results, outcomes=outcomes)
+            batch_id = self.queue(
+                results, duration_s=time.perf_counter() - started, outcomes=outcomes
+            )
         except asyncio.CancelledError:
             self._absorb_stop("round")
             return None
         finally:
             self._round_task = None
+        return batch_id
+
+    def queue(
+        self, results: list[ProbeResult], *, duration_s: float, outcomes: CheckOutcomes
+    ) -> str:
+        """Sign a round's results as one batch and queue it for every collector."""
+        batch = sign_batch(self.account, results)
+        # Queued before any attempt to send: from here on the round cannot be lost.
+        self.outbox.put(batch.message.batchId, batch.model_dump_json().encode())
+        self.metrics.round_done(duration_s=duration_s, results=results, outcomes=outcomes)
         for event in self._new_batch.values():
             event.set()
         return batch.message.batchId
+
+    @property
+    def schedule(self) -> Schedule:
+        """When this probe visits each endpoint: its address seeds the offsets."""
+        return Schedule(self.settings.interval_s, bytes.fromhex(self.account.address[2:]))
+
+    async def run_paced(self, stop: asyncio.Event) -> None:
+        """``monitor probe``'s rounds until ``stop``: the measuring process makes the timed head
+        calls at their slots, the paced rounds ask and judge, each judged round is queued."""
+        schedule = self.schedule
+        settings = self.settings
+
+        def on_round(
+            number: int, results: list[ProbeResult], outcomes: CheckOutcomes, missed: int
+        ) -> None:
+            self.metrics.visits_missed.inc(missed)
+            if missed:
+                log.warning("round %s: %d visits missed (the probe fell behind)", number, missed)
+            if results:
+                self.queue(
+                    results,
+                    duration_s=time.time() - schedule.start(number),
+                    outcomes=outcomes,
+                )
+
+        paced = PacedRounds(
+            schedule=schedule,
+            rpc=self._rpc,
+            concurrency=settings.concurrency,
+            # a head call made at the window's end is answered or timed out by then, and so
+            # is one question after it
+            grace_s=2 * settings.rpc_timeout_s + 1.0,
+            on_round=on_round,
+            memory=self._memory,
+        )
+        pulse = PulseProcess()
+        configured: list[Targets | None] = [None]
+
+        def apply_targets() -> None:
+            if self.targets is None or self.targets is configured[0]:
+                return
+            configured[0] = self.targets
+            paced.set_targets(self.targets)
+            endpoints = [[e.endpoint_id, e.url] for c in self.targets.chains for e in c.endpoints]
+            pulse.configure(
+                {
+                    "interval_s": settings.interval_s,
+                    "seed": self.account.address[2:],
+                    "timeout_s": settings.rpc_timeout_s,
+                    "max_bytes": settings.max_response_bytes,
+                    "max_late_s": min(0.5, settings.interval_s / 10),
+                    "endpoints": endpoints,
+                }
+            )
+
+        async def read() -> None:
+            while not stop.is_set():
+                configured[0] = None
+                await pulse.start()
+                apply_targets()
+                async for sample in pulse.samples():
+                    paced.take(sample)
+                if not stop.is_set():
+                    log.error(
+                        "the measuring process ended (exit %s); restarting it",
+                        pulse.proc.returncode if pulse.proc else None,
+                    )
+                    await asyncio.sleep(1.0)
+
+        reader = asyncio.create_task(read(), name="pulse reader")
+        refresh: asyncio.Task[bool] | None = None
+        first_round: int | None = None  # the first round visited: the one after targets came
+        try:
+            while not stop.is_set():
+                if self.targets is None and (refresh is None or refresh.done()):
+                    refresh = asyncio.create_task(self.refresh_targets())
+                if pulse.proc is not None:
+                    apply_targets()
+                    if first_round is None and configured[0] is not None:
+                        first_round = schedule.round_of(time.time()) + 1
+                paced.close_due(time.time())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.1):
+                        await stop.wait()
+            # A stop finishes the round under way (an interval at most), so that every batch
+            # is a whole round; none is begun after it.
+            paced.last_round = schedule.round_of(time.time())
+            if first_round is not None and paced.last_round >= first_round:
+                log.info("stop: finishing round %s", paced.last_round)
+                deadline = schedule.start(paced.last_round + 1) + paced.grace_s + 1.0
+                while not paced.judged(paced.last_round) and time.time() < deadline:
+                    paced.close_due(time.time())
+                    await asyncio.sleep(0.05)
+        finally:
+            await pulse.stop()  # no visit starts from here on
+            reader.cancel()
+            await asyncio.wait({reader}, timeout=1.0)
+            # The round in flight keeps what it measured: its questions are answered (bounded)
+            # and it is judged and queued as it stands.
+            await paced.drain(settings.rpc_timeout_s + 1.0)
+            paced.close_all()
 
     def _absorb_stop(self, what: str) -> None:
         """A cancellation from our own stop ends the job quietly; any other is re-raised."""
@@ -280,7 +389,7 @@ class ProbeAgent:
                 await asyncio.sleep(delay)
 
     async def aclose(self) -> None:
-        await self._operators.aclose()
+        await self._rpc.aclose()
         for client in self._clients.values():
             await client.aclose()
 
@@ -326,16 +435,6 @@ async def run_probe(settings: Settings, *, stop: asyncio.Event | None = None) ->
     )
     scheduler = AsyncIOScheduler(timezone=UTC)
     scheduler.add_job(
-        agent.round,
-        "interval",
-        seconds=settings.interval_s,
-        next_run_time=datetime.now(UTC),
-        max_instances=1,
-        coalesce=True,
-        misfire_grace_time=None,
-        id="round",
-    )
-    scheduler.add_job(
         agent.refresh_targets,
         "interval",
         seconds=settings.targets_refresh_s,
@@ -348,12 +447,17 @@ async def run_probe(settings: Settings, *, stop: asyncio.Event | None = None) ->
         for url in agent.collectors
     ]
     scheduler.start()
+    rounds = asyncio.create_task(agent.run_paced(stop), name="rounds")
     try:
-        await stop.wait()
+        await asyncio.wait(
+            {rounds, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
+        )
     finally:
+        stop.set()
         scheduler.pause()
-        # A round takes three calls' timeouts at most per endpoint, plus waits for a free slot.
-        await agent.stop_jobs(timeout_s=max(settings.interval_s, 3 * settings.rpc_timeout_s) + 5)
+        await agent.stop_jobs(timeout_s=1.0)  # a targets refresh in flight: cancelled
+        # The rounds in flight are judged and queued with what they measured.
+        await asyncio.wait({rounds}, timeout=settings.interval_s + 2 * settings.rpc_timeout_s + 10)
         scheduler.shutdown(wait=False)
         for task in deliveries:
             task.cancel()
@@ -364,3 +468,5 @@ async def run_probe(settings: Settings, *, stop: asyncio.Event | None = None) ->
             await asyncio.to_thread(metrics_server.stop)  # its port is closed on return
         log.info("probe stopped; %d batches left in the outbox", outbox.depth())
         outbox.close()
+        if rounds.done() and not rounds.cancelled() and rounds.exception() is not None:
+            raise rounds.exception()  # type: ignore[misc]

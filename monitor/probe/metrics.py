@@ -97,8 +97,15 @@ class ProbeMetrics:
         )
         self.round_duration = Histogram(
             "monitor_probe_round_duration_seconds",
-            "Duration of a round's checks (every chain, every endpoint)",
+            "From a round's start to its batch being queued: the interval its visits are "
+            "spread over, plus the time its last answers took",
             buckets=ROUND_BUCKETS,
+            registry=self.registry,
+        )
+        self.visits_missed = Counter(
+            "monitor_probe_visits_missed",
+            "Endpoint visits skipped because the probe fell behind its schedule (a stalled "
+            "process, a starved CPU) or the endpoint's previous visit was still in flight",
             registry=self.registry,
         )
         self.checks = Counter(
@@ -118,8 +125,8 @@ class ProbeMetrics:
         )
         self.rpc_latency = Histogram(
             "monitor_probe_rpc_latency_seconds",
-            "Latency each result reports (the head check's eth_blockNumber), available "
-            "endpoints only",
+            "Latency each result reports (the timed head call, "
+            'eth_getBlockByNumber("latest")), available endpoints only',
             ["chain_id"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,

@@ -1,4 +1,16 @@
-"""One round: every chain's endpoints through every check, then one result per endpoint."""
+"""Rounds: what a chain's observations go through, and the one-shot round.
+
+The pieces both kinds of round share: which checks are due (:func:`due_config`), a head call's
+sample made an ``Observation``, a check's judgement in its turn with its verdicts tallied
+(:func:`judge_in_turn`), verdicts carried between a scheduled check's runs, and the result each
+observation becomes.
+
+A **one-shot round** (:func:`run_chain`, :func:`run_round`; ``ProbeAgent.round``) makes every
+endpoint's head call at once, then each check in registry order asks every endpoint and judges:
+a round on demand, as tests and a first look at a network need. ``monitor probe`` runs **paced
+rounds** instead (monitor.probe.paced): the same checks and verdicts, with every call spread
+over the interval.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +22,22 @@ from collections.abc import Mapping
 
 from pydantic import ValidationError
 
-from monitor.checks.base import ChainMemory, ChainRound, Check, CheckConfig, Observation
+from monitor.checks.base import (
+    Call,
+    ChainMemory,
+    ChainRound,
+    Check,
+    CheckConfig,
+    Observation,
+    Plan,
+    ask_one,
+    judge_check,
+)
 from monitor.checks.registry import CHECKS
-from monitor.ingest.schemas import ProbeResult
-from monitor.probe.targets import ChainTarget, Targets
+from monitor.exceptions import RpcError
+from monitor.ingest.schemas import INCORRECT_ERRORS, ProbeResult
+from monitor.probe.pulse import HeadSample, measure_head
+from monitor.probe.targets import ChainTarget, EndpointTarget, Targets
 from monitor.rpc import MAX_QUANTITY, RpcClient
 
 log = logging.getLogger("monitor.probe")
@@ -40,11 +64,27 @@ def due_config(
 
 
 def carry_verdicts(round_: ChainRound, verdicts: dict[int, str]) -> None:
-    """A scheduled check that did not run this round: its last stale verdicts still hold."""
+    """A scheduled check that did not run this round: its last verdicts still hold (a stale
+    error on an endpoint with none, an incorrect one on an endpoint still usable)."""
     for obs in round_.observations:
         verdict = verdicts.get(obs.target.endpoint_id)
-        if verdict is not None and obs.ok and obs.error is None:
+        if verdict is None:
+            continue
+        if verdict in INCORRECT_ERRORS:
+            if obs.usable:
+                obs.mark_incorrect(verdict)
+        elif obs.ok and obs.error is None:
             obs.error = verdict
+
+
+def observation(sample: HeadSample, target: EndpointTarget) -> Observation:
+    """What a head call found: the endpoint's head, or why there is none."""
+    obs = Observation(target=target, observed_at_ms=sample.sent_ms)
+    if sample.kind is not None:
+        obs.fail(RpcError(sample.message or sample.kind, kind=sample.kind))
+    else:
+        obs.latency_us, obs.head, obs.head_hash = sample.latency_us, sample.head, sample.head_hash
+    return obs
 
 
 # What one check run made of an endpoint it examined (monitor_probe_checks_total's outcome).
@@ -63,19 +103,31 @@ def check_outcome(obs: Observation, error_before: str | None) -> str:
     return "ok"
 
 
-async def run_check(
+def judge_in_turn(
     name: str,
     check: Check,
-    config: CheckConfig,
     round_: ChainRound,
+    config: CheckConfig,
+    plan: Plan,
     outcomes: CheckOutcomes | None,
 ) -> None:
-    """Run one check; with ``outcomes``, tally its verdict on each endpoint it could examine."""
+    """The check's verdicts; with ``outcomes``, tallied on each endpoint it could examine."""
     examined = [(obs, obs.error) for obs in round_.usable()]
-    await check.fn(round_, config)
+    judge_check(name, check, round_, config, plan)
     if outcomes is not None:
         for obs, error_before in examined:
             outcomes[(name, check_outcome(obs, error_before))] += 1
+
+
+def rpc_call(rpc: RpcClient, semaphore: asyncio.Semaphore) -> Call:
+    """The checks' (untimed) calls: through ``rpc``, at most ``semaphore``'s worth at once."""
+
+    async def call(obs: Observation, method: str, params: list[object]) -> object:
+        async with semaphore:
+            result, _ = await rpc.call(obs.target.url, method, list(params))
+        return result
+
+    return call
 
 
 async def run_chain(
@@ -87,21 +139,34 @@ async def run_chain(
     memory: ChainMemory | None = None,
     outcomes: CheckOutcomes | None = None,
 ) -> list[ProbeResult]:
-    started_ms = time.time_ns() // 1_000_000
+    """One one-shot round of ``chain``: every head at once, then each check in turn."""
+
+    async def head(target: EndpointTarget) -> Observation:
+        if "head" not in checks:  # the timed head call is the head check's question
+            return Observation(target=target, observed_at_ms=time.time_ns() // 1_000_000)
+        async with semaphore:
+            return observation(await measure_head(rpc, target.url, target.endpoint_id, 0), target)
+
     round_ = ChainRound(
         chain=chain,
-        rpc=rpc,
-        semaphore=semaphore,
-        observations=[Observation(target=t, observed_at_ms=started_ms) for t in chain.endpoints],
+        observations=list(await asyncio.gather(*(head(t) for t in chain.endpoints))),
         memory=memory if memory is not None else ChainMemory(),
     )
+    call = rpc_call(rpc, semaphore)
     now_s = time.monotonic()
     for name, check in checks.items():
         config = due_config(name, check, chain, round_.memory, now_s)
-        if config is not None:
-            await run_check(name, check, config, round_, outcomes)
-        else:
+        if config is None:
             carry_verdicts(round_, round_.memory.verdicts.get(name, {}))
+            continue
+        round_.basis = round_.reference_head  # this round's own, as the checks before made it
+        plan = check.plan(round_, config)
+        if plan is None:
+            continue
+        await asyncio.gather(
+            *(ask_one(name, check, round_, plan, call, obs) for obs in round_.usable())
+        )
+        judge_in_turn(name, check, round_, config, plan, outcomes)
     round_.memory.reference_head = round_.reference_head
     return [to_result(obs, round_) for obs in round_.observations]
 
@@ -116,7 +181,7 @@ async def run_round(
     outcomes: CheckOutcomes | None = None,
 ) -> list[ProbeResult]:
     """``memory`` (chain id -> ChainMemory) carries cadence and head history across rounds;
-    ``outcomes``, when given, tallies each check's verdicts (see :func:`run_check`)."""
+    ``outcomes``, when given, tallies each check's verdicts (see :func:`judge_in_turn`)."""
     memory = memory if memory is not None else {}
     per_chain = await asyncio.gather(
         *(
@@ -145,10 +210,13 @@ async def run_round(
 
 
 def to_result(obs: Observation, round_: ChainRound) -> ProbeResult:
-    reference = round_.reference_head
+    # An endpoint of another chain: its head and latency say nothing of this one.
+    other_chain = obs.error == "wrong_chain"
+    head = None if other_chain else obs.head
+    reference = obs.reference_head
     lag_blocks = None
-    if obs.ok and obs.head is not None and reference is not None:
-        lag_blocks = max(0, reference - obs.head)
+    if obs.ok and head is not None and reference is not None:
+        lag_blocks = max(0, reference - head)
     lag_ms = None if lag_blocks is None else round(lag_blocks * round_.chain.block_time_s * 1000)
     if lag_ms is not None and lag_ms > MAX_QUANTITY:  # an absurd head: lag in blocks still says it
         lag_ms = None
@@ -159,8 +227,8 @@ def to_result(obs: Observation, round_: ChainRound) -> ProbeResult:
         observed_at_ms=obs.observed_at_ms,
         ok=obs.ok,
         error=obs.error,  # type: ignore[arg-type]
-        latency_us=obs.latency_us if obs.ok else None,
-        head=obs.head,
+        latency_us=obs.latency_us if obs.ok and not other_chain else None,
+        head=head,
         reference_head=reference,
         lag_blocks=lag_blocks,
         lag_ms=lag_ms,

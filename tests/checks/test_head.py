@@ -57,7 +57,7 @@ class Node:
     chain_id_offset: int = 0  # answer eth_chainId with chain_id + offset
     head_lead: int = 0  # claim this many blocks above the real head
     hang: bool = False  # never answer (until the server is released)
-    block: str = "good"  # good | null | wrong_number | bad_hash | newline_hash
+    block: str = "good"  # by number: good | null | wrong_number | bad_hash | newline_hash
     phantom: bool = False  # has no block above the real chain height (with head_lead: invents)
     syncing: str = "false"  # false | behind (100 blocks) | close (1 block) | garbage | unsupported
     frozen: bool = False  # its head stays where the chain was when the nodes started
@@ -88,7 +88,9 @@ class FakeNodes(ServerThread):
             while not self.release.is_set() and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
         method, params = payload["method"], payload.get("params", [])
-        self.calls[name, method] += 1
+        # The probe's head call, eth_getBlockByNumber("latest"), counts as eth_blockNumber.
+        asks_head = method == "eth_blockNumber" or params[:1] == ["latest"]
+        self.calls[name, "eth_blockNumber" if asks_head else method] += 1
         chain_head = (self.history_from if node.frozen else self.chain.height()) + node.head_lead
         if self.calls[name, "eth_blockNumber"] >= 2:
             chain_head -= node.backwards_by
@@ -98,7 +100,10 @@ class FakeNodes(ServerThread):
         elif method == "eth_blockNumber":
             result = hex(chain_head)
         elif method == "eth_getBlockByNumber":
-            result = self._block(node, int(params[0], 16), chain_head)
+            if params[0] == "latest":  # the head call: the twists are for blocks by number
+                result = self._block(Node(), chain_head, chain_head)
+            else:
+                result = self._block(node, int(params[0], 16), chain_head)
         elif method == "eth_syncing" and node.syncing != "unsupported":
             statuses = {
                 "false": False,
@@ -200,8 +205,8 @@ def run_rounds(
 
     async def run() -> list[list[ProbeResult]]:
         out = []
-        async with httpx.AsyncClient(timeout=30.0) as client:
-            rpc = RpcClient(client, timeout_s=timeout_s, max_response_bytes=1024 * 1024)
+        rpc = RpcClient(timeout_s=timeout_s, max_response_bytes=1024 * 1024)
+        try:
             for i, target in enumerate(targets):
                 if i and pause_s:
                     await asyncio.sleep(pause_s)
@@ -214,6 +219,8 @@ def run_rounds(
                         memory=memory,
                     )
                 )
+        finally:
+            await rpc.aclose()
         return out
 
     rounds = asyncio.run(run())

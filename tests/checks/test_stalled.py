@@ -3,18 +3,18 @@ allowance, from the probe's memory of earlier rounds; moving again clears it at 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from monitor.checks import stalled
-from monitor.checks.base import ChainMemory, ChainRound, Observation
+from monitor.checks.base import ChainMemory, ChainRound, Observation, Replies
 from monitor.checks.registry import CHECKS
 from monitor.probe.targets import ChainTarget, EndpointTarget
 from tests.checks.test_head import BLOCK_TIME_S, ChecksNet, Node, checks_network, run_rounds
 
+NO_REPLIES = Replies(answers={}, refused={}, asked=frozenset())
 FAKE_NODES = {
     "frozen": Node(frozen=True),
     "frozen-b": Node(frozen=True),
@@ -88,16 +88,11 @@ def test_an_earlier_error_is_kept_and_an_unreachable_endpoint_keeps_its_history(
     )
     long_ago = time.monotonic() - 3600
     memory = ChainMemory(heads={1: (50, long_ago), 2: (50, long_ago)})
-    syncing = Observation(target=target.endpoints[0], observed_at_ms=1, head=50, error="syncing")
-    down = Observation(target=target.endpoints[1], observed_at_ms=1, ok=False, error="timeout")
-    round_ = ChainRound(
-        chain=target,
-        rpc=None,  # type: ignore[arg-type]
-        semaphore=asyncio.Semaphore(1),
-        observations=[syncing, down],
-        memory=memory,
-        reference_head=100,
+    syncing = Observation(
+        target=target.endpoints[0], observed_at_ms=1, head=50, error="syncing", reference_head=100
     )
-    asyncio.run(stalled.check(round_, stalled.Config()))
+    down = Observation(target=target.endpoints[1], observed_at_ms=1, ok=False, error="timeout")
+    round_ = ChainRound(chain=target, observations=[syncing, down], memory=memory)
+    stalled.judge(round_, stalled.Config(), True, NO_REPLIES)
     assert (syncing.error, down.error) == ("syncing", "timeout")
     assert memory.heads == {1: (50, long_ago), 2: (50, long_ago)}

@@ -94,15 +94,20 @@ class LyingFront(ServerThread):
         async with httpx.AsyncClient(timeout=5.0) as client:
             answer = (await client.post(self.upstream, json=payload)).json()
         method = payload.get("method")
-        if method == "eth_blockNumber" and "result" in answer:
-            head = int(answer["result"], 16)
+        # The head a probe reads: eth_blockNumber, or the number of the "latest" block.
+        latest = method == "eth_getBlockByNumber" and payload.get("params", [])[:1] == ["latest"]
+        if (method == "eth_blockNumber" or latest) and answer.get("result") is not None:
+            head = int(answer["result"]["number"] if latest else answer["result"], 16)
             if lie == "ahead":
                 head += AHEAD_BY
             elif lie == "phantom":
                 head += PHANTOM_BY
             elif lie == "backwards" and self.backwards:
                 head -= BACKWARDS_BY
-            answer["result"] = hex(head)
+            if latest:
+                answer["result"]["number"] = hex(head)
+            else:
+                answer["result"] = hex(head)
         elif method == "eth_syncing" and lie == "syncing":
             answer = {
                 "jsonrpc": "2.0",

@@ -128,7 +128,9 @@ def probe_settings(tmp_path: Path, account: LocalAccount, *urls: str, **more: An
     key = tmp_path / "probe.key"
     key.write_text(account.key.hex() + "\n")
     key.chmod(0o600)
-    fields: dict[str, Any] = {"interval_s": 0.2, "rpc_timeout_s": 1.0, **more}
+    # Longer than the demo network's slow operator takes to answer (0.3 s): a visit is never
+    # still in flight at the endpoint's next slot, so every round is whole.
+    fields: dict[str, Any] = {"interval_s": 0.5, "rpc_timeout_s": 1.0, **more}
     return Settings(collector_urls=list(urls), key_file=key, **fields)
 
 

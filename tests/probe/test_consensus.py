@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.probe.consensus import (
+    HeadClock,
     canonical_hash,
     head_ahead_tolerance,
     head_quorum,
@@ -155,3 +156,53 @@ def test_canonical_hash_ignores_order(answers: list[str], rnd: object) -> None:
     shuffled = list(answers)
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
     assert canonical_hash(shuffled) == canonical_hash(answers)
+
+
+# --- HeadClock: the reference at a moment, from heads seen at other moments -------------------
+
+
+def test_head_clock_carries_heads_forward_at_the_block_time() -> None:
+    clock = HeadClock(block_time_s=1.0)
+    clock.set(1, 0, 100)  # seen at t = 0 ms
+    clock.set(2, 1_500, 101)
+    clock.set(3, 2_000, 96)  # a laggard
+    # At 2.0 s: endpoint 1 has had at least 2 more blocks (capped at the highest seen: 101),
+    # endpoint 2 at least 0 more: quorum 2 of 3 -> the second highest projection.
+    assert clock.reference(2_000) == 101
+    # A second later nobody has been seen again: the cap holds the reference at 101.
+    assert clock.reference(3_000) == 101
+    clock.set(2, 3_000, 103)
+    assert clock.reference(3_000) == 103  # endpoint 1 projects to 103; cap 103
+
+
+def test_head_clock_never_exceeds_what_the_honest_nodes_have() -> None:
+    """Nodes that follow a chain making a block every second, each seen at its own moment:
+    the reference at any moment is at most the chain's height then, and at most one block
+    below it."""
+    clock = HeadClock(block_time_s=1.0)
+    for t_ms in range(0, 20_000, 137):  # visits spread unevenly, 8 endpoints in turn
+        endpoint = (t_ms // 137) % 8
+        clock.set(endpoint, t_ms, t_ms // 1000)  # the chain's height at t
+        reference = clock.reference(t_ms)
+        assert reference is not None
+        if t_ms >= 8 * 137:
+            assert t_ms // 1000 - 1 <= reference <= t_ms // 1000
+
+
+def test_head_clock_halted_chain_lags_no_one() -> None:
+    clock = HeadClock(block_time_s=2.0)
+    for endpoint in range(5):
+        clock.set(endpoint, endpoint * 100, 500)
+    assert clock.reference(60_000) == 500
+
+
+def test_head_clock_forgets_and_counts_contested() -> None:
+    clock = HeadClock(block_time_s=12.0)
+    for endpoint, head in enumerate([100, 100, 100, 103, 103]):
+        clock.set(endpoint, 1_000, head)
+    assert clock.reference(1_000) == 103  # quorum of 5 is 2
+    assert clock.contested(103, 1_000)  # only 2 of 5 at it
+    assert not clock.contested(100, 1_000)
+    clock.set(3, 0, None)  # found out
+    assert clock.reference(1_000) == 100
+    assert set(clock.latest) == {0, 1, 2, 4}

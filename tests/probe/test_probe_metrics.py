@@ -184,7 +184,7 @@ def test_run_probe_serves_metrics_only_when_asked(
     key.chmod(0o600)
     port = free_port()
     base = settings.model_copy(
-        update={"collector_urls": [collector.url], "key_file": key, "interval_s": 0.2}
+        update={"collector_urls": [collector.url], "key_file": key, "interval_s": 0.5}
     )
     baseline = listening_ports()
 

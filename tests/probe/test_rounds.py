@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-import httpx
 import pytest
 
 from monitor.checks import old_block_hash
-from monitor.checks.base import ChainMemory, ChainRound, Check, CheckConfig, Observation
+from monitor.checks.base import (
+    ChainMemory,
+    ChainRound,
+    Check,
+    CheckConfig,
+    Observation,
+    every_round,
+)
 from monitor.probe import rounds
 from monitor.probe.targets import ChainTarget, EndpointTarget, Targets
 from monitor.rpc import MAX_QUANTITY, RpcClient
@@ -29,40 +36,42 @@ def test_absurd_lag_keeps_blocks_and_drops_milliseconds() -> None:
     """Two endpoints claiming block 2**63-1 and one at 100: the lag in milliseconds would not fit
     a result; the result must still be valid, or the whole round would be lost."""
     target = chain(1)
-    round_ = ChainRound(
-        chain=target,
-        rpc=None,
-        semaphore=asyncio.Semaphore(1),  # type: ignore[arg-type]
-        observations=[],
+    round_ = ChainRound(chain=target, observations=[])
+    obs = Observation(
+        target=target.endpoints[0],
+        observed_at_ms=1,
+        latency_us=5,
+        head=100,
         reference_head=MAX_QUANTITY,
     )
-    obs = Observation(target=target.endpoints[0], observed_at_ms=1, latency_us=5, head=100)
     result = rounds.to_result(obs, round_)
     assert result.lag_blocks == MAX_QUANTITY - 100
     assert result.lag_ms is None
 
 
 def test_a_failing_chain_does_not_cost_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def checks_fail_on_chain_2(round_: ChainRound, config: CheckConfig) -> None:
+    def checks_fail_on_chain_2(round_: ChainRound, config: CheckConfig, plan: Any, _: Any) -> None:
         if round_.chain.chain_id == 2:
             raise RuntimeError("a bug this chain's answers trigger")
 
     async def scenario() -> list[int]:
-        async with httpx.AsyncClient() as client:
-            rpc = RpcClient(client, timeout_s=1, max_response_bytes=1024)
+        rpc = RpcClient(timeout_s=1, max_response_bytes=1024)
+        try:
             results = await rounds.run_round(
                 Targets(chains=[chain(1), chain(2), chain(3)]),
                 rpc=rpc,
                 semaphore=asyncio.Semaphore(4),
-                checks={"boom": Check(checks_fail_on_chain_2)},
+                checks={"boom": Check(plan=every_round, judge=checks_fail_on_chain_2)},
             )
+        finally:
+            await rpc.aclose()
         return sorted(r.chain_id for r in results)
 
     assert asyncio.run(scenario()) == [1, 3]
 
 
 def test_scheduled_checks_run_on_their_own_cadence() -> None:
-    every_minute = Check(checks_fail_on_nothing, old_block_hash.Config)
+    every_minute = Check(every_round, judges_nothing, config=old_block_hash.Config)
     target = chain(1).model_copy(update={"checks": {"every-minute": {"every_s": 60}}})
     memory = ChainMemory()
     due = [
@@ -75,7 +84,7 @@ def test_scheduled_checks_run_on_their_own_cadence() -> None:
 
 
 def test_checks_that_need_configuration_run_only_where_configured() -> None:
-    needs_config = Check(checks_fail_on_nothing, CheckConfig, default_on=False)
+    needs_config = Check(every_round, judges_nothing, default_on=False)
     plain = chain(1)
     configured = plain.model_copy(update={"checks": {"opt-in": {}}})
     assert rounds.due_config("opt-in", needs_config, plain, ChainMemory(), 0.0) is None
@@ -83,7 +92,9 @@ def test_checks_that_need_configuration_run_only_where_configured() -> None:
 
 
 def test_an_opt_in_check_keeps_its_cadence_and_is_not_scheduled_where_absent() -> None:
-    scheduled_opt_in = Check(checks_fail_on_nothing, old_block_hash.Config, default_on=False)
+    scheduled_opt_in = Check(
+        every_round, judges_nothing, config=old_block_hash.Config, default_on=False
+    )
     memory = ChainMemory()
     assert rounds.due_config("opt-in", scheduled_opt_in, chain(1), memory, 0.0) is None
     assert "opt-in" not in memory.last_run_s  # never ran: a later section runs at once
@@ -98,9 +109,9 @@ def test_an_opt_in_check_keeps_its_cadence_and_is_not_scheduled_where_absent() -
 
 def test_a_configuration_the_probe_cannot_read_skips_only_that_check() -> None:
     target = chain(1).model_copy(update={"checks": {"x": {"every_s": "often"}}})
-    check = Check(checks_fail_on_nothing, old_block_hash.Config)
+    check = Check(every_round, judges_nothing, config=old_block_hash.Config)
     assert rounds.due_config("x", check, target, ChainMemory(), 0.0) is None
 
 
-async def checks_fail_on_nothing(round_: ChainRound, config: CheckConfig) -> None:
+def judges_nothing(round_: ChainRound, config: CheckConfig, plan: Any, replies: Any) -> None:
     return None

@@ -156,8 +156,8 @@ def test_probe_rpc_client_sees_delay_and_drops() -> None:
     an HTTP status failure, both unavailability."""
 
     async def scenario(proxy: FaultProxy) -> None:
-        async with httpx.AsyncClient(timeout=2.0) as http:
-            rpc = RpcClient(http, timeout_s=2.0, max_response_bytes=1 << 20)
+        rpc = RpcClient(timeout_s=2.0, max_response_bytes=1 << 20)
+        try:
             await rpc.call(proxy.url, "eth_chainId", [])  # warm the connections
             proxy.delay_s = 0.3
             for _ in range(3):
@@ -173,6 +173,8 @@ def test_probe_rpc_client_sees_delay_and_drops() -> None:
             with pytest.raises(RpcUnavailable) as refused:
                 await rpc.call(proxy.url, "eth_blockNumber", [])
             assert refused.value.kind == "http_status"
+        finally:
+            await rpc.aclose()
 
     with ServerThread(_echo_app(), name="echo") as upstream, FaultProxy(upstream.url) as proxy:
         asyncio.run(scenario(proxy))

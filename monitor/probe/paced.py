@@ -1,0 +1,318 @@
+"""Paced rounds: ``monitor probe``'s rounds, every call spread over the interval.
+
+The measuring process (monitor.probe.pulse) makes each endpoint's timed head call at its slot and
+streams the samples here. Each sample becomes the endpoint's observation in its round, and the
+endpoint is at once asked the questions the round's due checks planned when the round opened
+(untimed, on this process's own client), so the checks' calls follow the same even spread as
+the head calls: no burst, on the probe or on an operator. When the round's window has closed and
+every endpoint has answered (or a deadline has passed: a call started at the window's end has its
+timeout), the checks judge in registry order and the round's results go to ``on_round`` (signed
+and queued by the agent). Rounds overlap by the time their last answers take; each is judged on
+its own.
+
+Heads over time: an endpoint visited early in the window must not be found lagging behind blocks
+made after it answered, nor one visited late be excused by heads seen early. Each endpoint is
+judged against the reference head at the moment of its own visit (monitor.probe.consensus's
+``HeadClock``: every endpoint's latest head, carried forward at the chain's block time, under the
+same quorum rule).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from monitor.checks.base import (
+    ChainMemory,
+    ChainRound,
+    Check,
+    CheckConfig,
+    Observation,
+    Plan,
+    ask_one,
+)
+from monitor.checks.registry import CHECKS
+from monitor.ingest.schemas import INCORRECT_ERRORS, ProbeResult
+from monitor.probe.consensus import HeadClock
+from monitor.probe.pulse import MISSED, HeadSample
+from monitor.probe.rounds import (
+    CheckOutcomes,
+    carry_verdicts,
+    due_config,
+    judge_in_turn,
+    observation,
+    rpc_call,
+    to_result,
+)
+from monitor.probe.schedule import Schedule
+from monitor.probe.targets import ChainTarget, EndpointTarget, Targets
+from monitor.rpc import RpcClient
+
+log = logging.getLogger("monitor.probe")
+
+_CLOSE_TICK_S = 0.1
+
+
+@dataclass
+class RoundHeads:
+    """One chain's heads in one paced round: what was known when it opened, then its own in the
+    order they were seen (``monitor.checks.base.HeadsOverTime``)."""
+
+    before: HeadClock
+    seen: list[tuple[int, int, int | None]] = field(default_factory=list)  # (ms, endpoint, head)
+    live_at: dict[int, tuple[int | None, bool]] = field(default_factory=dict)
+
+    def references(self, excluded: frozenset[int]) -> dict[int, int | None]:
+        clock = self.before.copy()
+        for endpoint_id in excluded & set(clock.latest):
+            clock.set(endpoint_id, 0, None)
+        out: dict[int, int | None] = {}
+        for seen_ms, endpoint_id, head in sorted(self.seen):
+            clock.set(endpoint_id, seen_ms, None if endpoint_id in excluded else head)
+            out[endpoint_id] = clock.reference(seen_ms)
+        return out
+
+    def live(self, endpoint_id: int) -> tuple[int | None, bool]:
+        return self.live_at.get(endpoint_id, (None, False))
+
+
+@dataclass
+class _Planned:
+    check: Check
+    config: CheckConfig
+    plan: Plan
+
+
+@dataclass
+class _ChainInRound:
+    round_: ChainRound
+    heads: RoundHeads
+    planned: dict[str, _Planned]
+
+
+@dataclass
+class _Round:
+    number: int
+    expected: set[int]  # endpoints whose sample (or missed visit) has not come yet
+    chains: dict[int, _ChainInRound] = field(default_factory=dict)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    outcomes: CheckOutcomes = field(default_factory=Counter)
+    missed: int = 0
+
+
+OnRound = Callable[[int, list[ProbeResult], CheckOutcomes, int], None]
+
+
+class PacedRounds:
+    """Samples in, judged rounds out (``on_round(round, results, outcomes, missed)``)."""
+
+    def __init__(
+        self,
+        *,
+        schedule: Schedule,
+        rpc: RpcClient,
+        concurrency: int,
+        grace_s: float,
+        on_round: OnRound,
+        checks: Mapping[str, Check] = CHECKS,
+        memory: dict[int, ChainMemory] | None = None,
+    ) -> None:
+        self.schedule = schedule
+        self.grace_s = grace_s
+        self.on_round = on_round
+        self.checks = checks
+        self.memory = memory if memory is not None else {}
+        self._call = rpc_call(rpc, asyncio.Semaphore(concurrency))
+        self._endpoints: dict[int, tuple[ChainTarget, EndpointTarget]] = {}
+        self._clocks: dict[int, HeadClock] = {}  # chain id -> latest usable heads
+        self._rounds: dict[int, _Round] = {}
+        self._judged_through = -(2**63)
+        self.last_round: int | None = None  # set by a stop: the round being finished
+
+    def set_targets(self, targets: Targets) -> None:
+        self._endpoints = {e.endpoint_id: (c, e) for c in targets.chains for e in c.endpoints}
+        for open_round in self._rounds.values():
+            open_round.expected &= set(self._endpoints)  # removed ones will not come
+
+    def judged(self, number: int) -> bool:
+        """Round ``number`` and every one before it are judged (none is open)."""
+        return all(n > number for n in self._rounds) and self._judged_through >= number
+
+    def take(self, sample: HeadSample) -> None:
+        """One visit's head call: observe, and ask the round's questions (in a task)."""
+        if self.last_round is not None and sample.round > self.last_round:
+            return  # stopping: a round that will not be finished is not begun
+        open_round = self._rounds.get(sample.round)
+        if open_round is None:
+            if sample.round <= self._judged_through:
+                return  # of a round already judged (its deadline passed): too late
+            open_round = self._rounds[sample.round] = _Round(sample.round, set(self._endpoints))
+        open_round.expected.discard(sample.endpoint_id)
+        if sample.kind == MISSED:
+            open_round.missed += 1
+            return
+        where = self._endpoints.get(sample.endpoint_id)
+        if where is None:
+            return  # no longer a target
+        chain, target = where
+        in_round = open_round.chains.get(chain.chain_id) or self._open_chain(open_round, chain)
+        obs = observation(sample, target)
+        for name, verdicts in in_round.round_.memory.verdicts.items():
+            verdict = verdicts.get(target.endpoint_id)
+            if name not in in_round.planned and verdict in INCORRECT_ERRORS and obs.usable:
+                obs.mark_incorrect(verdict)  # still so: no questions to it this round
+        clock = self._clock(chain)
+        head = obs.head if obs.usable else None
+        clock.set(target.endpoint_id, obs.observed_at_ms, head)
+        reference = clock.reference(obs.observed_at_ms)
+        in_round.heads.seen.append((obs.observed_at_ms, target.endpoint_id, head))
+        in_round.heads.live_at[target.endpoint_id] = (
+            reference,
+            clock.contested(reference, obs.observed_at_ms),
+        )
+        in_round.round_.observations.append(obs)
+        if obs.usable:
+            task = asyncio.create_task(self._ask(in_round, obs))
+            open_round.tasks.add(task)
+            task.add_done_callback(open_round.tasks.discard)
+
+    def _clock(self, chain: ChainTarget) -> HeadClock:
+        clock = self._clocks.get(chain.chain_id)
+        if clock is None or clock.block_ms != max(1, round(chain.block_time_s * 1000)):
+            clock = self._clocks[chain.chain_id] = HeadClock(chain.block_time_s)
+        return clock
+
+    def _open_chain(self, open_round: _Round, chain: ChainTarget) -> _ChainInRound:
+        memory = self.memory.setdefault(chain.chain_id, ChainMemory())
+        clock = self._clock(chain)
+        round_heads = RoundHeads(before=clock.copy())
+        round_ = ChainRound(
+            chain=chain,
+            observations=[],
+            memory=memory,
+            basis=clock.reference(time.time_ns() // 1_000_000),
+            over_time=round_heads,
+        )
+        planned: dict[str, _Planned] = {}
+        now_s = time.monotonic()
+        for name, check in self.checks.items():
+            config = due_config(name, check, chain, memory, now_s)
+            if config is None:
+                continue
+            plan = check.plan(round_, config)
+            if plan is not None:
+                planned[name] = _Planned(check, config, plan)
+        in_round = _ChainInRound(round_, round_heads, planned)
+        open_round.chains[chain.chain_id] = in_round
+        return in_round
+
+    async def _ask(self, in_round: _ChainInRound, obs: Observation) -> None:
+        try:
+            for name, p in in_round.planned.items():
+                if not await ask_one(name, p.check, in_round.round_, p.plan, self._call, obs):
+                    return  # failed: nothing more is asked of it this round
+        except Exception:  # a bug an answer triggers: the endpoint is left unjudged
+            log.exception("endpoint %s: asking failed", obs.target.endpoint_id)
+
+    def close_due(self, now: float) -> int:
+        """Judge every round that is over; returns how many were."""
+        closed = 0
+        for number in sorted(self._rounds):
+            open_round = self._rounds[number]
+            window_end = self.schedule.start(number + 1)
+            if now < window_end:
+                break
+            complete = not open_round.expected and not open_round.tasks
+            if not complete and now < window_end + self.grace_s:
+                continue
+            del self._rounds[number]
+            self._judge(open_round)
+            self._judged_through = number
+            closed += 1
+        return closed
+
+    def _judge(self, open_round: _Round) -> None:
+        for task in open_round.tasks:  # past the deadline: unanswered questions stay unknown
+            task.cancel()
+        results: list[ProbeResult] = []
+        for chain_id, in_round in open_round.chains.items():
+            round_ = in_round.round_
+            round_.observations.sort(key=lambda obs: obs.target.endpoint_id)
+            try:
+                for name, check in self.checks.items():
+                    p = in_round.planned.get(name)
+                    if p is None:
+                        carry_verdicts(round_, round_.memory.verdicts.get(name, {}))
+                    else:
+                        judge_in_turn(name, check, round_, p.config, p.plan, open_round.outcomes)
+                round_.memory.reference_head = round_.reference_head
+                results += [to_result(obs, round_) for obs in round_.observations]
+            except Exception:  # a bug one chain's answers trigger must not cost the others
+                log.exception("chain %s: round %s failed", chain_id, open_round.number)
+                continue
+            clock = self._clocks[chain_id]
+            for obs in round_.observations:  # found out: its head counts no more
+                latest = clock.latest.get(obs.target.endpoint_id)
+                if not obs.usable and latest is not None and latest[0] == obs.observed_at_ms:
+                    clock.set(obs.target.endpoint_id, 0, None)
+        self.on_round(open_round.number, results, open_round.outcomes, open_round.missed)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Let the questions in flight be answered (bounded), before :meth:`close_all`."""
+        tasks = {t for r in self._rounds.values() for t in r.tasks}
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+
+    def close_all(self) -> None:
+        """Judge what is open now (a stop): its unanswered questions stay unknown."""
+        for number in sorted(self._rounds):
+            self._judge(self._rounds.pop(number))
+            self._judged_through = number
+
+
+class PulseProcess:
+    """The measuring child process (monitor.probe.pulse), seen from the probe."""
+
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "monitor.probe.pulse",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1024 * 1024,
+        )
+
+    def configure(self, config: dict[str, Any]) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(config).encode() + b"\n")
+
+    async def samples(self) -> AsyncIterator[HeadSample]:
+        assert self.proc is not None and self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            yield HeadSample(*json.loads(line))
+
+    async def stop(self) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()  # the child's signal to stop
+        try:
+            async with asyncio.timeout(5.0):
+                await proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
