@@ -1,29 +1,35 @@
-"""Probe capacity and accuracy against Prometheus' blackbox_exporter, side by side in one run.
+"""Probe precision, capacity and cost against Prometheus' blackbox_exporter, in one run.
 
-    .venv/bin/python bench/probe_capacity.py [--quick] [--ladder 250,500,...] [--delay-ms 50]
-        [--transport httpx|aiohttp|both]
+    .venv/bin/python bench/probe_capacity.py [--quick | --smoke] [--ladder 250,2000,...]
+        [--delay-ms 50] [--interval 10] [--rounds 4]
 
 N simulated JSON-RPC nodes on 127.0.0.1 (bench/_probe_nodes.py: one port each, every answer held
-``--delay-ms``), probed at a 10 s interval by, in turn:
+``--delay-ms``; several processes past 4,000 endpoints, for the file descriptor limit), checked at
+``--interval`` by, in turn:
 
-* one real probe process (bench/_probe_worker.py: the ProbeAgent's rounds, every default check,
-  signing, the outbox), on httpx's own transport and on httpx-aiohttp's;
+* the real ``monitor probe`` command (its measuring process included), with every default check,
+  delivering its signed batches to a stand-in collector in this process (it serves the targets and
+  reads each batch's results);
 * blackbox_exporter (``apt-get install prometheus-blackbox-exporter``) with a JSON-RPC POST module
-  (eth_blockNumber), scraped like Prometheus would: each target once per interval, the scrapes
-  spread evenly over it.
+  (eth_blockNumber), scraped like Prometheus does: each target once per interval, spread evenly.
 
-For each N: the longest round (must stay under the interval), CPU seconds per 1000 checks (a check
-is one endpoint in one round; the probe makes several calls per check, blackbox one) and per 1000
-requests, the latency measurement error (measured minus injected delay, p50/p95: the probe's
-eth_blockNumber latency, blackbox's probe_http_duration_seconds summed over its phases), peak RSS,
-and the nodes' own CPU and lateness (so the server side is seen not to be the bottleneck). Then
-the largest N each finishes its rounds in time, and the ratios probe / blackbox.
+For each N: the latency error (the latency a result reports, or blackbox's
+probe_http_duration_seconds summed over its phases, minus the injected delay: p50, p95, p99),
+whether every round had every endpoint (and how late its batch came after its window closed), CPU
+seconds per endpoint per round (the probe's processes together from its first batch to its last:
+the round where the scheduled checks fall due together is the second, and is counted) against
+blackbox's CPU per probe, the peak memory of all the probe's processes together, and the nodes'
+own CPU and lateness (so the server side is seen not to be the bottleneck). Then the ratios.
+
+``--smoke``: 40 endpoints at a 1 s interval, 2 rounds: that it runs to the end and prints its
+table (the suite runs it; no figure is judged).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -31,17 +37,28 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import httpx
+from eth_account import Account
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from bench.support import free_port, process_stats  # noqa: E402
+from monitor.probe.schedule import Schedule  # noqa: E402
+from monitor.serving import ServerThread  # noqa: E402
+
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
-TICKS = os.sysconf("SC_CLK_TCK")
+NODES_PER_PROCESS = 4000  # listening sockets + the probe's connections, under 20,000 descriptors
 BODY = '{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}'
 BLACKBOX_CONFIG = f"""\
 modules:
@@ -65,26 +82,21 @@ class Row:
     tool: str
     n: int
     rounds: int = 0
-    max_round_s: float | None = None
-    round_walls: list[float] = field(default_factory=list)
-    round_phases: list[dict[str, float]] = field(default_factory=list)
+    whole_rounds: int = 0  # rounds with a result for every endpoint
+    close_lag_s: list[float] = field(default_factory=list)  # batch received - window end
     checks: int = 0
     ok: int = 0
-    requests: int = 0
     cpu_s: float = 0.0
-    wall_s: float = 0.0
+    cpu_rounds: int = 0  # rounds the CPU figure covers
     errors_ms: list[float] = field(default_factory=list)
     rss_mb: float = 0.0
     nodes_cpu_pct: float = 0.0
     nodes_late_p95_ms: float | None = None
 
     @property
-    def cpu_per_1000_checks(self) -> float:
-        return 1000 * self.cpu_s / max(1, self.checks)
-
-    @property
-    def cpu_per_1000_requests(self) -> float:
-        return 1000 * self.cpu_s / max(1, self.requests)
+    def cpu_per_check_ms(self) -> float:
+        """CPU ms per endpoint per round (blackbox: per probe)."""
+        return 1000 * self.cpu_s / max(1, self.cpu_rounds * self.n)
 
     def err(self, q: float) -> float | None:
         if not self.errors_ms:
@@ -92,41 +104,55 @@ class Row:
         e = sorted(self.errors_ms)
         return e[min(len(e) - 1, int(q * len(e)))]
 
-    def in_time(self, interval: float) -> bool:
-        if self.checks == 0 or self.ok < 0.99 * self.checks:
-            return False
-        if self.max_round_s is not None:
-            return self.max_round_s <= interval
-        return self.cpu_s / max(self.wall_s, 1e-9) < 0.95  # blackbox: keeps up within a core
-
 
 class Nodes:
-    """The simulated nodes' process: ports, and its counters read (and reset) between runs."""
+    """The simulated nodes: one process per NODES_PER_PROCESS endpoints, stopped on exit."""
 
     def __init__(self, endpoints: int, delay_ms: float) -> None:
-        self.proc = subprocess.Popen(
-            [
-                *(sys.executable, str(HERE / "_probe_nodes.py")),
-                *("--endpoints", str(endpoints), "--delay-ms", str(delay_ms)),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        self.ports: list[int] = json.loads(self.proc.stdout.readline())["ports"]
+        self.procs: list[subprocess.Popen[str]] = []
+        self.ports: list[int] = []
+        stats_ports = []
+        for start in range(0, endpoints, NODES_PER_PROCESS):
+            count = min(NODES_PER_PROCESS, endpoints - start)
+            proc = subprocess.Popen(
+                [
+                    *(sys.executable, str(HERE / "_probe_nodes.py")),
+                    *("--endpoints", str(count), "--delay-ms", str(delay_ms)),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert proc.stdout is not None
+            self.procs.append(proc)
+            ports = json.loads(proc.stdout.readline())["ports"]
+            self.ports += ports
+            stats_ports.append(ports[0])
+        self._stats_ports = stats_ports
 
     def stats(self) -> dict[str, Any]:
-        return httpx.get(f"http://127.0.0.1:{self.ports[0]}/_stats", timeout=10).json()
+        """The nodes' CPU, wall time, requests and lateness since the last call (reset)."""
+        reports = [
+            httpx.get(f"http://127.0.0.1:{p}/_stats", timeout=30).json() for p in self._stats_ports
+        ]
+        late = [r["late_ms_p95"] for r in reports if r["late_ms_p95"] is not None]
+        return {
+            "cpu_s": sum(r["cpu_s"] for r in reports),
+            "wall_s": max(r["wall_s"] for r in reports),
+            "requests": sum(r["requests"] for r in reports),
+            "late_ms_p95": max(late) if late else None,
+        }
 
     def stop(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        for proc in self.procs:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def targets_doc(ports: list[int]) -> dict[str, Any]:
@@ -138,61 +164,145 @@ def targets_doc(ports: list[int]) -> dict[str, Any]:
     return {"chains": [{**chain, "endpoints": endpoints}]}
 
 
-def nodes_figures(row: Row, stats: dict[str, Any]) -> None:
-    row.requests = stats["requests"]
-    row.nodes_cpu_pct = 100 * stats["cpu_s"] / max(stats["wall_s"], 1e-9)
-    row.nodes_late_p95_ms = stats["late_ms_p95"]
+class Collector:
+    """A stand-in collector: ``GET /v1/targets`` and ``POST /v1/batches``, each batch's results
+    kept with the time it came (unverified: what is measured here is the probe)."""
+
+    def __init__(self) -> None:
+        self.targets: dict[str, Any] = {"chains": []}
+        self.batches: list[tuple[float, list[dict[str, Any]]]] = []
+        self.lock = threading.Lock()
+        app = Starlette(
+            routes=[
+                Route("/v1/targets", self._targets),
+                Route("/v1/batches", self._batch, methods=["POST"]),
+            ]
+        )
+        self.server = ServerThread(app, name="bench-collector")
+
+    async def _targets(self, request: Request) -> Response:
+        return JSONResponse(self.targets)
+
+    async def _batch(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        with self.lock:
+            self.batches.append((time.time(), body["results"]))
+        message = body["message"]
+        return JSONResponse(
+            {
+                "batch_id": message["batchId"],
+                "probe": message["probe"],
+                "results": len(body["results"]),
+                "duplicate": False,
+            }
+        )
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and the processes it started (the probe's measuring process)."""
+    out = [pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def probe_cpu_s(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):  # a process that has ended counts no more
+            total += process_stats(pid).cpu_s
+    return total
 
 
 def run_probe(
     nodes: Nodes,
+    collector: Collector,
     n: int,
-    transport: str,
+    *,
     rounds: int,
     interval: float,
     delay_ms: float,
     tmp: Path,
-    loop: str = "asyncio",
 ) -> Row:
-    path = tmp / f"targets-{n}.json"
-    path.write_text(json.dumps(targets_doc(nodes.ports[:n])))
-    command = [sys.executable, str(HERE / "_probe_worker.py"), str(path)]
-    command += ["--rounds", str(rounds), "--interval", str(interval), "--transport", transport]
-    command += ["--loop", loop]
-    row = Row(tool=f"probe ({transport})" + ("" if loop == "asyncio" else f" {loop}"), n=n)
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    nodes.stats()  # reset, after the worker's imports (they are not a round's work)
+    """``monitor probe`` for ``rounds`` whole rounds after its first, against N nodes."""
+    collector.targets = targets_doc(nodes.ports[:n])
+    with collector.lock:
+        collector.batches.clear()
+    account = Account.create()
+    key = tmp / f"probe-{n}.key"
+    key.write_text(account.key.hex() + "\n")
+    key.chmod(0o600)
+    schedule = Schedule(interval, bytes.fromhex(account.address[2:]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
+    monitor = str(Path(sys.executable).parent / "monitor")
+    argv = [monitor, "probe", "--collector", collector.server.url, "--key", str(key)]
+    argv += ["--interval", str(interval)]
+    log = (tmp / f"probe-{n}.log").open("wb")
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    row = Row(tool="monitor probe", n=n)
     try:
-        out, _ = proc.communicate(timeout=rounds * interval * 3 + 60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    nodes_figures(row, nodes.stats())
-    for line in out.splitlines():
-        r = json.loads(line)
+        deadline = time.monotonic() + (rounds + 3) * interval + 60
+
+        def batches() -> int:
+            with collector.lock:
+                return len(collector.batches)
+
+        while batches() < 1:  # the first round: connections made, the reference learnt
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"no first batch: {(tmp / f'probe-{n}.log').read_text()}")
+            time.sleep(0.02)
+        pids = descendants(proc.pid)
+        cpu0 = probe_cpu_s(pids)
+        nodes.stats()  # reset
+        while batches() < 1 + rounds:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        row.cpu_s = probe_cpu_s(pids) - cpu0
+        row.cpu_rounds = batches() - 1
+        row.rss_mb = sum(_hwm(pid) for pid in pids)
+        nodes_figures(row, nodes.stats())
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=3 * interval + 30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+    with collector.lock:
+        received = list(collector.batches)
+    for at, results in received:
         row.rounds += 1
-        row.max_round_s = max(row.max_round_s or 0.0, r["wall_s"])
-        row.round_walls.append(r["wall_s"])
-        row.round_phases.append(r.get("phases_s", {}))
-        row.checks += r["results"]
-        row.ok += len(r["latencies_us"])
-        row.cpu_s += r["cpu_s"]
-        row.wall_s += max(interval, r["wall_s"])
-        row.errors_ms += [us / 1000 - delay_ms for us in r["latencies_us"]]
-        row.rss_mb = r["maxrss_kb"] / 1024
+        row.whole_rounds += len({r["endpoint_id"] for r in results}) == n
+        observed = [r["observed_at_ms"] for r in results]
+        if observed:
+            window = schedule.round_of(min(observed) / 1000)
+            row.close_lag_s.append(at - schedule.start(window + 1))
+        row.checks += len(results)
+        for r in results:
+            if r["latency_us"] is not None:
+                row.ok += 1
+                row.errors_ms.append(r["latency_us"] / 1000 - delay_ms)
     return row
 
 
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+def _hwm(pid: int) -> float:
+    try:
+        return process_stats(pid).peak_rss_mib * 1024 * 1024 / 1e6
+    except OSError:
+        return 0.0
 
 
-def proc_hwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def nodes_figures(row: Row, stats: dict[str, Any]) -> None:
+    row.nodes_cpu_pct = 100 * stats["cpu_s"] / max(stats["wall_s"], 1e-9)
+    row.nodes_late_p95_ms = stats["late_ms_p95"]
 
 
 def parse_probe(text: str) -> tuple[bool, float]:
@@ -208,24 +318,24 @@ def parse_probe(text: str) -> tuple[bool, float]:
 
 async def scrape_all(port: int, targets: list[str], intervals: int, interval: float) -> list[Any]:
     """Each target once per interval, spread evenly, concurrently (Prometheus' scrape loops)."""
-    connector = aiohttp.TCPConnector(limit=200)
-    timeout = aiohttp.ClientTimeout(total=interval)
     headers = {"X-Prometheus-Scrape-Timeout-Seconds": str(interval)}
     url = f"http://127.0.0.1:{port}/probe"
     loop = asyncio.get_running_loop()
     start = loop.time() + 0.5
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
 
-    async def one(target: str, at: float) -> tuple[bool, float] | None:
-        await asyncio.sleep(max(0.0, at - loop.time()))
-        try:
-            async with session.get(
-                url, params={"target": target, "module": "jsonrpc"}, headers=headers
-            ) as response:
-                return parse_probe(await response.text())
-        except (aiohttp.ClientError, TimeoutError):
-            return None
+    async with httpx.AsyncClient(limits=limits, timeout=interval) as client:
 
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        async def one(target: str, at: float) -> tuple[bool, float] | None:
+            await asyncio.sleep(max(0.0, at - loop.time()))
+            try:
+                response = await client.get(
+                    url, params={"target": target, "module": "jsonrpc"}, headers=headers
+                )
+                return parse_probe(response.text)
+            except httpx.HTTPError:
+                return None
+
         step = interval / len(targets)
         return await asyncio.gather(
             *(
@@ -234,14 +344,6 @@ async def scrape_all(port: int, targets: list[str], intervals: int, interval: fl
                 for i, t in enumerate(targets)
             )
         )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_blackbox(
@@ -271,11 +373,11 @@ def run_blackbox(
                 time.sleep(0.1)
         targets = [f"http://127.0.0.1:{p}/" for p in nodes.ports[:n]]
         nodes.stats()
-        cpu0, wall0 = proc_cpu_s(proc.pid), time.monotonic()
+        cpu0 = process_stats(proc.pid).cpu_s
         outcomes = asyncio.run(scrape_all(port, targets, intervals, interval))
-        row.cpu_s = proc_cpu_s(proc.pid) - cpu0
-        row.wall_s = time.monotonic() - wall0
-        row.rss_mb = proc_hwm_mb(proc.pid)
+        row.cpu_s = process_stats(proc.pid).cpu_s - cpu0
+        row.cpu_rounds = intervals
+        row.rss_mb = _hwm(proc.pid)
         nodes_figures(row, nodes.stats())
     finally:
         proc.terminate()
@@ -284,12 +386,14 @@ def run_blackbox(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    row.rounds = intervals
+    row.rounds = row.whole_rounds = intervals
     row.checks = len(outcomes)
     for outcome in outcomes:
         if outcome is not None and outcome[0]:
             row.ok += 1
             row.errors_ms.append(outcome[1] * 1000 - delay_ms)
+    if row.ok < row.checks:
+        row.whole_rounds = 0
     return row
 
 
@@ -297,147 +401,108 @@ def fmt(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def print_table(rows: list[Row], interval: float) -> None:
+def print_table(rows: list[Row]) -> None:
     head = (
-        f"{'tool':<18} {'N':>5} {'max round s':>11} {'ok %':>6} {'req/check':>9} "
-        f"{'CPU % core':>10} {'CPU s/1k checks':>15} {'CPU s/1k req':>12} "
-        f"{'err p50 ms':>10} {'err p95 ms':>10} {'RSS MB':>7} {'nodes CPU %':>11} "
-        f"{'nodes late p95':>14}"
+        f"{'tool':<18} {'N':>6} {'rounds':>6} {'whole':>5} {'close lag s':>11} {'ok %':>6} "
+        f"{'err p50 ms':>10} {'err p95 ms':>10} {'err p99 ms':>10} {'CPU ms/check':>12} "
+        f"{'peak MB':>7} {'nodes CPU %':>11} {'nodes late p95':>14}"
     )
     print(head)
     print("-" * len(head))
     for r in rows:
+        lag = max(r.close_lag_s) if r.close_lag_s else None
         print(
-            f"{r.tool:<18} {r.n:>5} {fmt(r.max_round_s):>11} "
-            f"{100 * r.ok / max(1, r.checks):>6.1f} {r.requests / max(1, r.checks):>9.2f} "
-            f"{100 * r.cpu_s / max(r.wall_s, 1e-9):>10.1f} {r.cpu_per_1000_checks:>15.3f} "
-            f"{r.cpu_per_1000_requests:>12.3f} {fmt(r.err(0.5)):>10} {fmt(r.err(0.95)):>10} "
-            f"{r.rss_mb:>7.0f} {r.nodes_cpu_pct:>11.1f} {fmt(r.nodes_late_p95_ms):>14}"
+            f"{r.tool:<18} {r.n:>6} {r.rounds:>6} {r.whole_rounds:>5} {fmt(lag):>11} "
+            f"{100 * r.ok / max(1, r.checks):>6.1f} {fmt(r.err(0.5)):>10} {fmt(r.err(0.95)):>10} "
+            f"{fmt(r.err(0.99)):>10} {r.cpu_per_check_ms:>12.3f} {r.rss_mb:>7.0f} "
+            f"{r.nodes_cpu_pct:>11.1f} {fmt(r.nodes_late_p95_ms):>14}"
         )
 
 
-def print_summary(rows: list[Row], interval: float, tools: list[str]) -> None:
+def print_ratios(rows: list[Row]) -> None:
     print()
-    for tool in tools:
-        fits = [r.n for r in rows if r.tool == tool and r.in_time(interval)]
-        print(f"largest N in time at {interval:g} s, {tool}: {max(fits) if fits else 'none'}")
-    print()
-    print("ratios probe / blackbox_exporter (same N, same run):")
-    for tool in tools:
-        if tool == "blackbox_exporter":
+    print("monitor probe / blackbox_exporter, same N, same run:")
+    for r in rows:
+        if r.tool == "blackbox_exporter":
             continue
-        for r in rows:
-            if r.tool != tool:
-                continue
-            bb = next((b for b in rows if b.tool == "blackbox_exporter" and b.n == r.n), None)
-            if bb is None or not bb.checks or not bb.errors_ms or not r.errors_ms:
-                continue
-            print(
-                f"  {tool:<16} N={r.n:<5} CPU per check "
-                f"{r.cpu_per_1000_checks / max(bb.cpu_per_1000_checks, 1e-9):5.2f}x, "
-                f"per request {r.cpu_per_1000_requests / max(bb.cpu_per_1000_requests, 1e-9):5.2f}x"
-                f", error p50 {fmt(r.err(0.5))} vs {fmt(bb.err(0.5))} ms, "
-                f"p95 {fmt(r.err(0.95))} vs {fmt(bb.err(0.95))} ms"
-            )
-    transports = [t for t in tools if t.startswith("probe")]
-    if len(transports) == 2:
-        print()
-        print("httpx-aiohttp / httpx (same N):")
-        for r in rows:
-            if r.tool != transports[1]:
-                continue
-            base = next((b for b in rows if b.tool == transports[0] and b.n == r.n), None)
-            if base is None or not base.checks or not r.checks:
-                continue
-            print(
-                f"  N={r.n:<5} CPU per check "
-                f"{r.cpu_per_1000_checks / max(base.cpu_per_1000_checks, 1e-9):5.2f}x, "
-                f"max round {fmt(r.max_round_s)} vs {fmt(base.max_round_s)} s, "
-                f"error p95 {fmt(r.err(0.95))} vs {fmt(base.err(0.95))} ms"
-            )
+        bb = next((b for b in rows if b.tool == "blackbox_exporter" and b.n == r.n), None)
+        if bb is None or not bb.errors_ms or not r.errors_ms:
+            continue
+        cpu_ratio = r.cpu_per_check_ms / max(bb.cpu_per_check_ms, 1e-9)
+        print(
+            f"  N={r.n:<6} CPU per check {cpu_ratio:5.2f}x"
+            f"; error p95 {fmt(r.err(0.95))} vs {fmt(bb.err(0.95))} ms, "
+            f"p99 {fmt(r.err(0.99))} vs {fmt(bb.err(0.99))} ms; "
+            f"peak memory {r.rss_mb:.0f} vs {bb.rss_mb:.0f} MB; "
+            f"every round whole: {r.whole_rounds == r.rounds} ({r.whole_rounds}/{r.rounds})"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="N=500,2000, fewer rounds (~2 min)")
-    parser.add_argument(
-        "--ladder", help="comma-separated N (default 250,500,1000,1500,2000,3000,4000)"
-    )
+    parser.add_argument("--quick", action="store_true", help="N=250,2000, 2 rounds (~2 min)")
+    parser.add_argument("--smoke", action="store_true", help="N=40 at 1 s, 2 rounds (seconds)")
+    parser.add_argument("--ladder", help="comma-separated N (default 250,500,1000,2000,5000,10000)")
     parser.add_argument("--delay-ms", type=float, default=50.0)
-    parser.add_argument("--interval", type=float, default=10.0)
-    parser.add_argument("--transport", choices=["httpx", "aiohttp", "both"], default="both")
-    parser.add_argument(
-        "--loop",
-        choices=["asyncio", "uvloop"],
-        default="uvloop",
-        help="the probe's event loop (`monitor probe` runs uvloop when installed)",
-    )
+    parser.add_argument("--interval", type=float, default=None, help="seconds (default 10)")
+    parser.add_argument("--rounds", type=int, default=None, help="measured rounds (default 4)")
     args = parser.parse_args()
-    default_ladder = "500,2000" if args.quick else "250,500,1000,1500,2000,3000,4000"
+    default_ladder = "250,500,1000,2000,5000,10000"
+    if args.smoke:
+        default_ladder, interval, rounds = "40", 1.0, 2
+    elif args.quick:
+        default_ladder, interval, rounds = "250,2000", 10.0, 2
+    else:
+        interval, rounds = 10.0, 4
+    interval = args.interval or interval
+    rounds = args.rounds or rounds
     ladder = [int(n) for n in (args.ladder or default_ladder).split(",")]
-    rounds, intervals = (2, 1) if args.quick else (3, 2)
-    transports = ["httpx", "aiohttp"] if args.transport == "both" else [args.transport]
-    suffix = "" if args.loop == "asyncio" else f" {args.loop}"
-    tools = [f"probe ({t}){suffix}" for t in transports] + ["blackbox_exporter"]
+    intervals = max(1, rounds // 2)
     have_blackbox = shutil.which(BLACKBOX) is not None
     if not have_blackbox:
         print(f"{BLACKBOX} not found (apt-get install prometheus-blackbox-exporter): skipped")
-        tools.remove("blackbox_exporter")
     print(
-        f"{os.cpu_count()} cores; delay {args.delay_ms:g} ms; interval {args.interval:g} s; "
-        f"probe: {rounds} rounds per N (the first runs every scheduled check); "
-        f"blackbox: {intervals} intervals per N",
+        f"{os.cpu_count()} cores; delay {args.delay_ms:g} ms; interval {interval:g} s; "
+        f"monitor probe: {rounds} rounds per N after its first; "
+        f"blackbox_exporter: {intervals} intervals per N",
         flush=True,
     )
     tmp = Path(tempfile.mkdtemp(prefix="probe-capacity-"))
     nodes = Nodes(max(ladder), args.delay_ms)
+    collector = Collector()
     rows: list[Row] = []
-    over: set[str] = set()  # tools already past capacity: larger N is not run
     started = time.monotonic()
     try:
-        for n in ladder:
-            for transport in transports:
-                tool = f"probe ({transport}){suffix}"
-                if tool in over:
-                    continue
-                row = run_probe(
-                    nodes, n, transport, rounds, args.interval, args.delay_ms, tmp, args.loop
+        with collector.server:
+            for n in ladder:
+                rows.append(
+                    run_probe(
+                        nodes,
+                        collector,
+                        n,
+                        rounds=rounds,
+                        interval=interval,
+                        delay_ms=args.delay_ms,
+                        tmp=tmp,
+                    )
                 )
-                rows.append(row)
-                if not row.in_time(args.interval):
-                    over.add(tool)
-            if have_blackbox and "blackbox_exporter" not in over:
-                row = run_blackbox(nodes, n, intervals, args.interval, args.delay_ms, tmp)
-                rows.append(row)
-                if not row.in_time(args.interval):
-                    over.add("blackbox_exporter")
-            print(f"  N={n} done ({time.monotonic() - started:.0f} s)", flush=True)
+                if have_blackbox:
+                    rows.append(run_blackbox(nodes, n, intervals, interval, args.delay_ms, tmp))
+                print(f"  N={n} done ({time.monotonic() - started:.0f} s)", flush=True)
     finally:
         nodes.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     print()
-    print_table(rows, args.interval)
-    print_summary(rows, args.interval, tools)
-    print()
-    for r in rows:
-        if r.round_walls:
-            walls = ", ".join(f"{w:.2f}" for w in r.round_walls)
-            print(f"rounds of {r.tool} at N={r.n}: {walls} s")
-            for i, phases in enumerate(r.round_phases):
-                busy = {k: v for k, v in phases.items() if v >= 0.01}
-                print(
-                    f"    round {i + 1} checks (s): "
-                    + ", ".join(f"{k} {v:.2f}" for k, v in busy.items())
-                )
+    print_table(rows)
+    print_ratios(rows)
     if rows:
         worst = max(r.nodes_cpu_pct for r in rows)
         print(f"\nsimulated nodes: at most {worst:.0f}% of a core (not the bottleneck below ~90%)")
-        print(
-            f"median of the nodes' own lateness p95: "
-            f"{statistics.median(r.nodes_late_p95_ms or 0 for r in rows):.2f} ms"
-        )
+        lateness = [r.nodes_late_p95_ms for r in rows if r.nodes_late_p95_ms is not None]
+        if lateness:
+            print(f"median of the nodes' own lateness p95: {statistics.median(lateness):.2f} ms")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from monitor.checks.base import (
     CheckConfig,
     Observation,
     Plan,
+    ScheduledConfig,
     ask_one,
 )
 from monitor.checks.registry import CHECKS
@@ -46,9 +47,9 @@ from monitor.probe.pulse import MISSED, HeadSample
 from monitor.probe.rounds import (
     CheckOutcomes,
     carry_verdicts,
-    due_config,
     judge_in_turn,
     observation,
+    plan_if_due,
     rpc_call,
     to_result,
 )
@@ -204,11 +205,10 @@ class PacedRounds:
         planned: dict[str, _Planned] = {}
         now_s = time.monotonic()
         for name, check in self.checks.items():
-            config = due_config(name, check, chain, memory, now_s)
-            if config is None:
-                continue
-            plan = check.plan(round_, config)
-            if plan is not None:
+            if round_.basis is None and issubclass(check.config, ScheduledConfig):
+                continue  # the probe's first round: it makes the reference the others need
+            config, plan = plan_if_due(name, check, round_, now_s)
+            if config is not None and plan is not None:
                 planned[name] = _Planned(check, config, plan)
         in_round = _ChainInRound(round_, round_heads, planned)
         open_round.chains[chain.chain_id] = in_round

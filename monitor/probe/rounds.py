@@ -63,6 +63,26 @@ def due_config(
     return config
 
 
+def plan_if_due(
+    name: str, check: Check, round_: ChainRound, now_s: float
+) -> tuple[CheckConfig | None, Plan | None]:
+    """(config, plan): config None when the check is not due this round; plan None when it is
+    but has nothing to ask (no reference yet): then its cadence is left as it was, so that it
+    runs as soon as it can."""
+    memory = round_.memory
+    before = memory.last_run_s.get(name)
+    config = due_config(name, check, round_.chain, memory, now_s)
+    if config is None:
+        return None, None
+    plan = check.plan(round_, config)
+    if plan is None:
+        if before is None:
+            memory.last_run_s.pop(name, None)
+        else:
+            memory.last_run_s[name] = before
+    return config, plan
+
+
 def carry_verdicts(round_: ChainRound, verdicts: dict[int, str]) -> None:
     """A scheduled check that did not run this round: its last verdicts still hold (a stale
     error on an endpoint with none, an incorrect one on an endpoint still usable)."""
@@ -155,12 +175,11 @@ async def run_chain(
     call = rpc_call(rpc, semaphore)
     now_s = time.monotonic()
     for name, check in checks.items():
-        config = due_config(name, check, chain, round_.memory, now_s)
+        round_.basis = round_.reference_head  # this round's own, as the checks before made it
+        config, plan = plan_if_due(name, check, round_, now_s)
         if config is None:
             carry_verdicts(round_, round_.memory.verdicts.get(name, {}))
             continue
-        round_.basis = round_.reference_head  # this round's own, as the checks before made it
-        plan = check.plan(round_, config)
         if plan is None:
             continue
         await asyncio.gather(
