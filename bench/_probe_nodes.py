@@ -51,6 +51,8 @@ class Stats:
             "wall_s": wall,
             "late_ms_p50": pct(0.5),
             "late_ms_p95": pct(0.95),
+            "late_ms_p99": pct(0.99),
+            "late_ms_p999": pct(0.999),
             "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         }
 

@@ -89,7 +89,8 @@ class Row:
     cpu_s: float = 0.0
     cpu_rounds: int = 0  # rounds the CPU figure covers
     errors_ms: list[float] = field(default_factory=list)
-    rss_mb: float = 0.0
+    rss_mb: float = 0.0  # peak RSS, summed over the processes (shared pages counted in each)
+    pss_mb: float | None = None  # peak of the processes' summed PSS (shared pages split)
     nodes_cpu_pct: float = 0.0
     nodes_late_p95_ms: float | None = None
 
@@ -212,6 +213,37 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def pss_mb(pids: list[int]) -> float:
+    """The processes' proportional set sizes summed: what they hold together, shared pages (the
+    interpreter, libraries) counted once."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+    return total / 1000
+
+
+class PssPeak(threading.Thread):
+    """The highest summed PSS of ``pids``, sampled every 0.2 s until ``stop``."""
+
+    def __init__(self, pids: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.pids = pids
+        self.peak = 0.0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.2):
+            self.peak = max(self.peak, pss_mb(self.pids))
+
+    def stop(self) -> float:
+        self.done.set()
+        self.join(5)
+        return self.peak
+
+
 def probe_cpu_s(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
@@ -258,6 +290,8 @@ def run_probe(
                 raise RuntimeError(f"no first batch: {(tmp / f'probe-{n}.log').read_text()}")
             time.sleep(0.02)
         pids = descendants(proc.pid)
+        pss = PssPeak(pids)
+        pss.start()
         cpu0 = probe_cpu_s(pids)
         nodes.stats()  # reset
         while batches() < 1 + rounds:
@@ -267,6 +301,7 @@ def run_probe(
         row.cpu_s = probe_cpu_s(pids) - cpu0
         row.cpu_rounds = batches() - 1
         row.rss_mb = sum(_hwm(pid) for pid in pids)
+        row.pss_mb = pss.stop()
         nodes_figures(row, nodes.stats())
     finally:
         proc.terminate()
@@ -405,7 +440,7 @@ def print_table(rows: list[Row]) -> None:
     head = (
         f"{'tool':<18} {'N':>6} {'rounds':>6} {'whole':>5} {'close lag s':>11} {'ok %':>6} "
         f"{'err p50 ms':>10} {'err p95 ms':>10} {'err p99 ms':>10} {'CPU ms/check':>12} "
-        f"{'peak MB':>7} {'nodes CPU %':>11} {'nodes late p95':>14}"
+        f"{'peak RSS MB':>11} {'peak PSS MB':>11} {'nodes CPU %':>11} {'nodes late p95':>14}"
     )
     print(head)
     print("-" * len(head))
@@ -414,7 +449,8 @@ def print_table(rows: list[Row]) -> None:
         print(
             f"{r.tool:<18} {r.n:>6} {r.rounds:>6} {r.whole_rounds:>5} {fmt(lag):>11} "
             f"{100 * r.ok / max(1, r.checks):>6.1f} {fmt(r.err(0.5)):>10} {fmt(r.err(0.95)):>10} "
-            f"{fmt(r.err(0.99)):>10} {r.cpu_per_check_ms:>12.3f} {r.rss_mb:>7.0f} "
+            f"{fmt(r.err(0.99)):>10} {r.cpu_per_check_ms:>12.3f} {r.rss_mb:>11.0f} "
+            f"{fmt(r.pss_mb, '.0f'):>11} "
             f"{r.nodes_cpu_pct:>11.1f} {fmt(r.nodes_late_p95_ms):>14}"
         )
 
@@ -433,7 +469,8 @@ def print_ratios(rows: list[Row]) -> None:
             f"  N={r.n:<6} CPU per check {cpu_ratio:5.2f}x"
             f"; error p95 {fmt(r.err(0.95))} vs {fmt(bb.err(0.95))} ms, "
             f"p99 {fmt(r.err(0.99))} vs {fmt(bb.err(0.99))} ms; "
-            f"peak memory {r.rss_mb:.0f} vs {bb.rss_mb:.0f} MB; "
+            f"peak memory {r.rss_mb:.0f} MB RSS summed ({fmt(r.pss_mb, '.0f')} MB PSS) vs "
+            f"{bb.rss_mb:.0f} MB; "
             f"every round whole: {r.whole_rounds == r.rounds} ({r.whole_rounds}/{r.rounds})"
         )
 

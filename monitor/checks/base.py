@@ -50,7 +50,6 @@ class Observation:
     error: str | None = None
     latency_us: int | None = None
     head: int | None = None
-    head_hash: str | None = None  # the hash of the head block the head call returned
     block_hash: str | None = None  # the hash at the round's check height
     correct: bool | None = None
     reference_head: int | None = None  # the head this endpoint is judged against

@@ -104,6 +104,7 @@ class ProbeAgent:
         outbox.configure(self.collectors)
         self.metrics = metrics or ProbeMetrics(collectors=self.collectors, outbox=outbox.path)
         self.targets: Targets | None = None
+        self._targets_body = b""
         # A client (and connection pool) per collector: a slow one holds only its own.
         self._clients = {
             url: httpx.AsyncClient(base_url=url, timeout=30.0) for url in self.collectors
@@ -129,8 +130,11 @@ class ProbeAgent:
                         TARGETS_PATH, headers=headers, timeout=TARGETS_TIMEOUT_S
                     )
                     response.raise_for_status()
+                    if self.targets is not None and response.content == self._targets_body:
+                        return True  # unchanged: the rounds keep the targets they have
                     # pydantic's own parser: it refuses deep nesting without recursing
                     self.targets = Targets.model_validate_json(response.content)
+                    self._targets_body = response.content
                 except (httpx.HTTPError, ValueError) as exc:  # ValueError: not JSON, not targets
                     log.warning("targets from %s: %s", url, _describe(exc))
                     continue
@@ -208,9 +212,10 @@ class ProbeAgent:
                     outcomes=outcomes,
                 )
 
+        pulse = PulseProcess()
         paced = PacedRounds(
             schedule=schedule,
-            rpc=self._rpc,
+            call=pulse.call,
             concurrency=settings.concurrency,
             # a head call made at the window's end is answered or timed out by then, and so
             # is one question after it
@@ -218,7 +223,6 @@ class ProbeAgent:
             on_round=on_round,
             memory=self._memory,
         )
-        pulse = PulseProcess()
         configured: list[Targets | None] = [None]
 
         def apply_targets() -> None:

@@ -82,15 +82,6 @@ class HeadClock:
         self._keys: list[int] = []  # h * block_ms - t, sorted
         self._heads: list[int] = []  # sorted
 
-    def copy(self) -> HeadClock:
-        twin = HeadClock(self.block_ms / 1000)
-        twin.latest, twin._keys, twin._heads = (
-            dict(self.latest),
-            list(self._keys),
-            list(self._heads),
-        )
-        return twin
-
     def set(self, endpoint_id: int, seen_ms: int, head: int | None) -> None:
         """``endpoint_id``'s head seen at ``seen_ms``; None forgets it (unusable)."""
         old = self.latest.pop(endpoint_id, None)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import sys
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from monitor.checks.base import (
+    Call,
     ChainMemory,
     ChainRound,
     Check,
@@ -41,6 +43,7 @@ from monitor.checks.base import (
     ask_one,
 )
 from monitor.checks.registry import CHECKS
+from monitor.exceptions import RpcError, RpcMalformed, RpcTooLarge, RpcUnavailable
 from monitor.ingest.schemas import INCORRECT_ERRORS, ProbeResult
 from monitor.probe.consensus import HeadClock
 from monitor.probe.pulse import MISSED, HeadSample
@@ -50,12 +53,10 @@ from monitor.probe.rounds import (
     judge_in_turn,
     observation,
     plan_if_due,
-    rpc_call,
     to_result,
 )
 from monitor.probe.schedule import Schedule
 from monitor.probe.targets import ChainTarget, EndpointTarget, Targets
-from monitor.rpc import RpcClient
 
 log = logging.getLogger("monitor.probe")
 
@@ -67,16 +68,18 @@ class RoundHeads:
     """One chain's heads in one paced round: what was known when it opened, then its own in the
     order they were seen (``monitor.checks.base.HeadsOverTime``)."""
 
-    before: HeadClock
+    block_time_s: float
+    before: dict[int, tuple[int, int]]  # endpoint id -> (seen at ms, head), when it opened
     seen: list[tuple[int, int, int | None]] = field(default_factory=list)  # (ms, endpoint, head)
     live_at: dict[int, tuple[int | None, bool]] = field(default_factory=dict)
 
     def references(self, excluded: frozenset[int]) -> dict[int, int | None]:
-        clock = self.before.copy()
-        for endpoint_id in excluded & set(clock.latest):
-            clock.set(endpoint_id, 0, None)
+        clock = HeadClock(self.block_time_s)
+        for endpoint_id, (seen_ms, known) in self.before.items():
+            if endpoint_id not in excluded:
+                clock.set(endpoint_id, seen_ms, known)
         out: dict[int, int | None] = {}
-        for seen_ms, endpoint_id, head in sorted(self.seen):
+        for seen_ms, endpoint_id, head in sorted(self.seen, key=lambda s: (s[0], s[1])):
             clock.set(endpoint_id, seen_ms, None if endpoint_id in excluded else head)
             out[endpoint_id] = clock.reference(seen_ms)
         return out
@@ -112,6 +115,14 @@ class _Round:
 OnRound = Callable[[int, list[ProbeResult], CheckOutcomes, int], None]
 
 
+def bounded(call: Call, semaphore: asyncio.Semaphore) -> Call:
+    async def limited(obs: Observation, method: str, params: list[Any]) -> Any:
+        async with semaphore:
+            return await call(obs, method, params)
+
+    return limited
+
+
 class PacedRounds:
     """Samples in, judged rounds out (``on_round(round, results, outcomes, missed)``)."""
 
@@ -119,7 +130,7 @@ class PacedRounds:
         self,
         *,
         schedule: Schedule,
-        rpc: RpcClient,
+        call: Call,
         concurrency: int,
         grace_s: float,
         on_round: OnRound,
@@ -131,7 +142,7 @@ class PacedRounds:
         self.on_round = on_round
         self.checks = checks
         self.memory = memory if memory is not None else {}
-        self._call = rpc_call(rpc, asyncio.Semaphore(concurrency))
+        self._call = bounded(call, asyncio.Semaphore(concurrency))
         self._endpoints: dict[int, tuple[ChainTarget, EndpointTarget]] = {}
         self._clocks: dict[int, HeadClock] = {}  # chain id -> latest usable heads
         self._rounds: dict[int, _Round] = {}
@@ -194,7 +205,7 @@ class PacedRounds:
     def _open_chain(self, open_round: _Round, chain: ChainTarget) -> _ChainInRound:
         memory = self.memory.setdefault(chain.chain_id, ChainMemory())
         clock = self._clock(chain)
-        round_heads = RoundHeads(before=clock.copy())
+        round_heads = RoundHeads(chain.block_time_s, dict(clock.latest))
         round_ = ChainRound(
             chain=chain,
             observations=[],
@@ -278,11 +289,24 @@ class PacedRounds:
             self._judged_through = number
 
 
+class MeasuringProcessGone(RuntimeError):
+    """A question was cut off because the measuring process ended: the probe's failure, not the
+    endpoint's (its verdict for that round stays unknown)."""
+
+
+_ERRORS: dict[str, type[RpcError]] = {
+    cls.__name__: cls for cls in (RpcError, RpcUnavailable, RpcMalformed, RpcTooLarge)
+}
+
+
 class PulseProcess:
-    """The measuring child process (monitor.probe.pulse), seen from the probe."""
+    """The measuring child process (monitor.probe.pulse), seen from the probe: its samples, and
+    the checks' questions asked through it (``call``)."""
 
     def __init__(self) -> None:
         self.proc: asyncio.subprocess.Process | None = None
+        self._asks = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
@@ -291,17 +315,50 @@ class PulseProcess:
             "monitor.probe.pulse",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            limit=1024 * 1024,
+            limit=64 * 1024 * 1024,  # a question's answer may be as large as the size cap
         )
 
+    def _send(self, message: Any) -> None:
+        if self.proc is None or self.proc.stdin is None or self.proc.returncode is not None:
+            raise MeasuringProcessGone("the measuring process is not running")
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+
     def configure(self, config: dict[str, Any]) -> None:
-        assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(config).encode() + b"\n")
+        self._send(config)
+
+    async def call(self, obs: Observation, method: str, params: list[Any]) -> Any:
+        """A check's question to ``obs``'s endpoint (a ``monitor.checks.base.Call``)."""
+        ask_id = next(self._asks)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[ask_id] = future
+        try:
+            self._send(["ask", ask_id, obs.target.endpoint_id, method, params])
+            return await future
+        finally:
+            self._pending.pop(ask_id, None)
 
     async def samples(self) -> AsyncIterator[HeadSample]:
+        """The visits' samples until the process ends; the questions' answers on the way."""
         assert self.proc is not None and self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            yield HeadSample(*json.loads(line))
+        try:
+            while line := await self.proc.stdout.readline():
+                tag, *rest = json.loads(line)
+                if tag == "s":
+                    yield HeadSample(*rest)
+                    continue
+                future = self._pending.get(rest[0])
+                if future is None or future.done():
+                    continue  # asked by a round already judged
+                if tag == "a":
+                    future.set_result(rest[1])
+                elif rest[1] in _ERRORS:
+                    future.set_exception(_ERRORS[rest[1]](rest[3], kind=rest[2]))
+                else:
+                    future.set_exception(MeasuringProcessGone(rest[3]))
+        finally:
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(MeasuringProcessGone("the measuring process ended"))
 
     async def stop(self) -> None:
         proc = self.proc

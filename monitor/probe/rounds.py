@@ -103,7 +103,7 @@ def observation(sample: HeadSample, target: EndpointTarget) -> Observation:
     if sample.kind is not None:
         obs.fail(RpcError(sample.message or sample.kind, kind=sample.kind))
     else:
-        obs.latency_us, obs.head, obs.head_hash = sample.latency_us, sample.head, sample.head_hash
+        obs.latency_us, obs.head = sample.latency_us, sample.head
     return obs
 
 
