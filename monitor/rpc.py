@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from monitor.exceptions import RpcMalformed, RpcTooLarge, RpcUnavailable
-from monitor.http1 import Http1Client
+from monitor.http1 import Answer, Http1Client
 from monitor.safejson import json_depth
 
 _HEX_QUANTITY = re.compile(r"0x(0|[1-9a-fA-F][0-9a-fA-F]*)")
@@ -58,6 +58,20 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def request(method: str, params: list[Any]) -> tuple[int, bytes]:
+    """A JSON-RPC request: its id and its body."""
+    request_id = next(_ids)
+    payload = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+    return request_id, json.dumps(payload).encode()
+
+
+def result_of(method: str, request_id: int, status: int, body: bytes) -> Any:
+    """The ``result`` of an HTTP answer to a JSON-RPC request, or RpcUnavailable / RpcMalformed."""
+    if status != 200:
+        raise RpcUnavailable(f"{method}: HTTP {status}", kind="http_status")
+    return _decode(body, method, request_id)
+
+
 class RpcClient:
     """Calls one JSON-RPC method at a time on operators' endpoints (monitor.http1's client)."""
 
@@ -65,30 +79,31 @@ class RpcClient:
         self._http = Http1Client(max_response_bytes=max_response_bytes)
         self._timeout_s = timeout_s
 
+    async def exchange(self, url: str, what: str, body: bytes) -> Answer:
+        """POST ``body`` to ``url``, the whole exchange (connecting included) bounded by the
+        timeout, so that a server that trickles bytes cannot hold a check for ever; failures
+        named after ``what`` (the method)."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await self._http.post(url, body)
+        except TimeoutError:
+            raise RpcUnavailable(
+                f"{what}: no answer within {self._timeout_s:g} s", kind="timeout"
+            ) from None
+        except RpcUnavailable as exc:
+            raise RpcUnavailable(f"{what}: {exc}", kind=exc.kind) from None
+        except RpcTooLarge as exc:
+            raise RpcTooLarge(f"{what}: {exc}") from None
+
     async def call(self, url: str, method: str, params: list[Any]) -> tuple[Any, int]:
         """Returns (result, latency in microseconds) or raises RpcUnavailable / RpcMalformed.
 
         Latency spans writing the request on an established connection to the arrival of the
         answer's last byte (monitor.http1), on a monotonic clock.
         """
-        request_id = next(_ids)
-        payload = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
-        try:
-            # One limit for the whole exchange, connecting included, so that a server that
-            # trickles bytes cannot hold a check for ever.
-            async with asyncio.timeout(self._timeout_s):
-                answer = await self._http.post(url, json.dumps(payload).encode())
-        except TimeoutError:
-            raise RpcUnavailable(
-                f"{method}: no answer within {self._timeout_s:g} s", kind="timeout"
-            ) from None
-        except RpcUnavailable as exc:
-            raise RpcUnavailable(f"{method}: {exc}", kind=exc.kind) from None
-        except RpcTooLarge as exc:
-            raise RpcTooLarge(f"{method}: {exc}") from None
-        if answer.status != 200:
-            raise RpcUnavailable(f"{method}: HTTP {answer.status}", kind="http_status")
-        return _decode(answer.body, method, request_id), answer.latency_us
+        request_id, body = request(method, params)
+        answer = await self.exchange(url, method, body)
+        return result_of(method, request_id, answer.status, answer.body), answer.latency_us
 
     async def aclose(self) -> None:
         await self._http.aclose()

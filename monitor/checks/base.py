@@ -170,7 +170,10 @@ class Check:
     A check that needs chain-specific input (an address, a contract) is ``default_on=False``: it
     runs only for chains whose registry entry has its section. ``defers_rpc_errors``: a JSON-RPC
     error answer is kept aside for ``judge`` instead of marking the endpoint unavailable
-    (:func:`judge_errors`).
+    (:func:`judge_errors`). ``own_verdicts``: each endpoint's verdict is its own answer's, with
+    no vote among endpoints, so a paced round may ask each endpoint of a scheduled check at a
+    turn of its own (monitor.probe.paced), the verdicts holding in between
+    (``ChainMemory.verdicts``).
     """
 
     plan: PlanFn
@@ -179,11 +182,12 @@ class Check:
     config: type[CheckConfig] = CheckConfig
     default_on: bool = True
     defers_rpc_errors: bool = False
+    own_verdicts: bool = False
 
     @classmethod
     def of(cls, module: ModuleType, *, default_on: bool = True) -> Check:
-        """The check a module defines: ``plan``, ``judge``, optional ``ask``, ``Config`` and
-        ``DEFERS_RPC_ERRORS``."""
+        """The check a module defines: ``plan``, ``judge``, optional ``ask``, ``Config``,
+        ``DEFERS_RPC_ERRORS`` and ``OWN_VERDICTS``."""
         return cls(
             plan=module.plan,
             judge=module.judge,
@@ -191,6 +195,7 @@ class Check:
             config=getattr(module, "Config", CheckConfig),
             default_on=default_on,
             defers_rpc_errors=getattr(module, "DEFERS_RPC_ERRORS", False),
+            own_verdicts=getattr(module, "OWN_VERDICTS", False),
         )
 
 

@@ -21,6 +21,7 @@ from monitor.checks.base import (
 from monitor.rpc import parse_quantity
 
 plan = every_round
+OWN_VERDICTS = True  # an endpoint's chain id is its own: no vote
 
 
 class Config(ScheduledConfig):
@@ -32,9 +33,14 @@ async def ask(call: Call, obs: Observation, plan: object) -> int:
 
 
 def judge(round_: ChainRound, config: Config, plan: object, replies: Replies) -> None:
-    verdicts = round_.memory.verdicts["chain_id"] = {}
+    verdicts = round_.memory.verdicts.setdefault("chain_id", {})
     for obs in round_.usable():
-        answer = replies.answers.get(obs.target.endpoint_id)
-        if answer is not None and answer != round_.chain.chain_id:
+        endpoint_id = obs.target.endpoint_id
+        if endpoint_id in replies.asked:  # asked now: this answer's verdict from now on
+            answer = replies.answers.get(endpoint_id)
+            if answer is not None and answer != round_.chain.chain_id:
+                verdicts[endpoint_id] = "wrong_chain"
+            else:
+                verdicts.pop(endpoint_id, None)
+        if verdicts.get(endpoint_id) == "wrong_chain":  # asked now or at its last turn
             obs.mark_incorrect("wrong_chain")
-            verdicts[obs.target.endpoint_id] = "wrong_chain"

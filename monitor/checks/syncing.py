@@ -24,6 +24,7 @@ from monitor.exceptions import RpcError, RpcMalformed
 from monitor.rpc import parse_quantity
 
 plan = every_round
+OWN_VERDICTS = True  # an endpoint's sync status is its own: no vote
 
 
 class Config(ScheduledConfig):
@@ -49,10 +50,14 @@ async def ask(call: Call, obs: Observation, plan: object) -> int | None:
 
 
 def judge(round_: ChainRound, config: Config, plan: object, replies: Replies) -> None:
-    verdicts = round_.memory.verdicts["syncing"] = {}
+    verdicts = round_.memory.verdicts.setdefault("syncing", {})
     for obs in round_.usable():
-        behind = replies.answers.get(obs.target.endpoint_id)
-        if isinstance(behind, int) and behind > config.tolerance_blocks:
-            verdicts[obs.target.endpoint_id] = "syncing"
-            if obs.error is None:
-                obs.error = "syncing"
+        endpoint_id = obs.target.endpoint_id
+        if endpoint_id in replies.asked:  # asked now: this answer's verdict from now on
+            behind = replies.answers.get(endpoint_id)
+            if isinstance(behind, int) and behind > config.tolerance_blocks:
+                verdicts[endpoint_id] = "syncing"
+            else:
+                verdicts.pop(endpoint_id, None)
+        if verdicts.get(endpoint_id) == "syncing" and obs.error is None:
+            obs.error = "syncing"

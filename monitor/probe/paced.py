@@ -50,6 +50,7 @@ from monitor.probe.pulse import MISSED, HeadSample
 from monitor.probe.rounds import (
     CheckOutcomes,
     carry_verdicts,
+    chain_config,
     judge_in_turn,
     observation,
     plan_if_due,
@@ -57,6 +58,7 @@ from monitor.probe.rounds import (
 )
 from monitor.probe.schedule import Schedule
 from monitor.probe.targets import ChainTarget, EndpointTarget, Targets
+from monitor.rpc import request, result_of
 
 log = logging.getLogger("monitor.probe")
 
@@ -93,10 +95,12 @@ class _Planned:
     check: Check
     config: CheckConfig
     plan: Plan
+    every: int = 1  # an own-verdict check: each endpoint asked in one round of every ``every``
 
 
 @dataclass
 class _ChainInRound:
+    number: int
     round_: ChainRound
     heads: RoundHeads
     planned: dict[str, _Planned]
@@ -179,7 +183,7 @@ class PacedRounds:
         obs = observation(sample, target)
         for name, verdicts in in_round.round_.memory.verdicts.items():
             verdict = verdicts.get(target.endpoint_id)
-            if name not in in_round.planned and verdict in INCORRECT_ERRORS and obs.usable:
+            if verdict in INCORRECT_ERRORS and obs.usable and not self._asks(in_round, name, obs):
                 obs.mark_incorrect(verdict)  # still so: no questions to it this round
         clock = self._clock(chain)
         head = obs.head if obs.usable else None
@@ -215,19 +219,47 @@ class PacedRounds:
         )
         planned: dict[str, _Planned] = {}
         now_s = time.monotonic()
+        number = open_round.number
         for name, check in self.checks.items():
-            if round_.basis is None and issubclass(check.config, ScheduledConfig):
-                continue  # the probe's first round: it makes the reference the others need
+            if not issubclass(check.config, ScheduledConfig):
+                config, plan = plan_if_due(name, check, round_, now_s)
+                if config is not None and plan is not None:
+                    planned[name] = _Planned(check, config, plan)
+                continue
+            # Scheduled checks are spread so that no round carries them all: each endpoint
+            # has its own turn for an own-verdict check, and a voted one first runs at a
+            # round of its own; none in the probe's first round (it makes the reference).
+            config = chain_config(name, check, chain)
+            if round_.basis is None or not isinstance(config, ScheduledConfig):
+                continue
+            every = max(1, round(config.every_s / self.schedule.interval_s))
+            if check.own_verdicts:
+                plan = check.plan(round_, config)
+                if plan is not None:
+                    planned[name] = _Planned(check, config, plan, every)
+                continue
+            if name not in memory.last_run_s and (number + self.schedule.turn(every, name)) % every:
+                continue
             config, plan = plan_if_due(name, check, round_, now_s)
             if config is not None and plan is not None:
                 planned[name] = _Planned(check, config, plan)
-        in_round = _ChainInRound(round_, round_heads, planned)
+        in_round = _ChainInRound(number, round_, round_heads, planned)
         open_round.chains[chain.chain_id] = in_round
         return in_round
+
+    def _asks(self, in_round: _ChainInRound, name: str, obs: Observation) -> bool:
+        """Whether check ``name`` asks ``obs`` this round (its turn, for an own-verdict one)."""
+        p = in_round.planned.get(name)
+        if p is None:
+            return False
+        turn = self.schedule.turn(p.every, name, obs.target.endpoint_id)
+        return p.every == 1 or (in_round.number + turn) % p.every == 0
 
     async def _ask(self, in_round: _ChainInRound, obs: Observation) -> None:
         try:
             for name, p in in_round.planned.items():
+                if not self._asks(in_round, name, obs):
+                    continue  # not this endpoint's turn: its last verdict holds
                 if not await ask_one(name, p.check, in_round.round_, p.plan, self._call, obs):
                     return  # failed: nothing more is asked of it this round
         except Exception:  # a bug an answer triggers: the endpoint is left unjudged
@@ -306,7 +338,7 @@ class PulseProcess:
     def __init__(self) -> None:
         self.proc: asyncio.subprocess.Process | None = None
         self._asks = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
@@ -327,30 +359,35 @@ class PulseProcess:
         self._send(config)
 
     async def call(self, obs: Observation, method: str, params: list[Any]) -> Any:
-        """A check's question to ``obs``'s endpoint (a ``monitor.checks.base.Call``)."""
+        """A check's question to ``obs``'s endpoint (a ``monitor.checks.base.Call``): made by
+        the measuring process on the endpoint's connection, its answer read here."""
         ask_id = next(self._asks)
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
         self._pending[ask_id] = future
+        request_id, body = request(method, params)
         try:
-            self._send(["ask", ask_id, obs.target.endpoint_id, method, params])
-            return await future
+            self._send(["ask", ask_id, obs.target.endpoint_id, method, body.decode()])
+            status, answer = await future
         finally:
             self._pending.pop(ask_id, None)
+        return result_of(method, request_id, status, answer)
 
     async def samples(self) -> AsyncIterator[HeadSample]:
         """The visits' samples until the process ends; the questions' answers on the way."""
         assert self.proc is not None and self.proc.stdout is not None
+        stdout = self.proc.stdout
         try:
-            while line := await self.proc.stdout.readline():
+            while line := await stdout.readline():
                 tag, *rest = json.loads(line)
                 if tag == "s":
                     yield HeadSample(*rest)
                     continue
+                body = await stdout.readexactly(rest[2]) if tag == "a" else b""
                 future = self._pending.get(rest[0])
                 if future is None or future.done():
                     continue  # asked by a round already judged
                 if tag == "a":
-                    future.set_result(rest[1])
+                    future.set_result((rest[1], body))
                 elif rest[1] in _ERRORS:
                     future.set_exception(_ERRORS[rest[1]](rest[3], kind=rest[2]))
                 else:

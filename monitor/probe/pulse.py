@@ -16,9 +16,11 @@ each time),
     {"interval_s": 10, "seed": "<hex>", "timeout_s": 5, "max_bytes": 1048576,
      "max_late_s": 0.5, "endpoints": [[endpoint_id, url], ...]}
 
-an array a question, ``["ask", ask_id, endpoint_id, method, params]``. It reads JSON arrays from
-stdout: ``["s", *HeadSample]`` per visit, in the order the visits end; ``["a", ask_id, result]``
-or ``["e", ask_id, error class, kind, message]`` per question. A visit the schedule skipped (the
+an array a request to relay, ``["ask", ask_id, endpoint_id, method, body]`` (the JSON-RPC body,
+built by the probe). It reads from stdout JSON arrays, a line each: ``["s", *HeadSample]`` per
+visit, in the order the visits end; per relayed request ``["a", ask_id, HTTP status, length]``
+followed by the answer's ``length`` bytes as they came (parsed by the probe, not here), or
+``["e", ask_id, error class, kind, message]``. A visit the schedule skipped (the
 probe fell behind) is a sample of kind ``missed``; an endpoint whose previous head call is still
 unanswered at its next slot is not called twice: its sample for that round is a ``timeout``. The
 first round visited is the one after the first configuration: whole. The child exits when its
@@ -113,23 +115,25 @@ class _Pulse:
     def _write(self, message: list[Any]) -> None:
         self.out.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
 
-    def ask(self, ask_id: int, endpoint_id: int, method: str, params: list[Any]) -> None:
-        """An untimed question of the probe's checks, on the endpoint's own connection."""
-        task = asyncio.create_task(self._ask(ask_id, endpoint_id, method, params))
+    def relay(self, ask_id: int, endpoint_id: int, what: str, body: str) -> None:
+        """An untimed request of the probe's checks (built and read by the probe), made on the
+        endpoint's own connection; the answer goes back as it came."""
+        task = asyncio.create_task(self._relay(ask_id, endpoint_id, what, body.encode()))
         self.asking.add(task)
         task.add_done_callback(self.asking.discard)
 
-    async def _ask(self, ask_id: int, endpoint_id: int, method: str, params: list[Any]) -> None:
+    async def _relay(self, ask_id: int, endpoint_id: int, what: str, body: bytes) -> None:
         url = self.urls.get(endpoint_id)
         if url is None or self.rpc is None:
             self._write(["e", ask_id, "gone", None, f"endpoint {endpoint_id} is not a target"])
             return
         try:
-            result, _ = await self.rpc.call(url, method, params)
+            answer = await self.rpc.exchange(url, what, body)
         except RpcError as exc:
             self._write(["e", ask_id, type(exc).__name__, exc.kind, str(exc)])
-        else:
-            self._write(["a", ask_id, result])
+        else:  # the header line, then the body's bytes: not parsed here
+            header = json.dumps(["a", ask_id, answer.status, len(answer.body)]).encode()
+            self.out.write(header + b"\n" + answer.body)
 
     async def visit(self, round_: int, endpoint_id: int, url: str) -> None:
         assert self.rpc is not None
@@ -205,7 +209,7 @@ async def child_main() -> None:
         async for line in _lines(reader):
             message = json.loads(line)
             if isinstance(message, list):
-                pulse.ask(*message[1:])
+                pulse.relay(*message[1:])
             else:
                 pulse.configure(message)
     finally:  # stdin closed: the probe is stopping (or gone)

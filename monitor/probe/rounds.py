@@ -43,17 +43,24 @@ from monitor.rpc import MAX_QUANTITY, RpcClient
 log = logging.getLogger("monitor.probe")
 
 
-def due_config(
-    name: str, check: Check, chain: ChainTarget, memory: ChainMemory, now_s: float
-) -> CheckConfig | None:
-    """The check's configuration for this chain if it is to run this round, else None."""
+def chain_config(name: str, check: Check, chain: ChainTarget) -> CheckConfig | None:
+    """The check's configuration for this chain, or None where it does not run at all."""
     section = chain.checks.get(name)
     if section is None and not check.default_on:
         return None
     try:
-        config = check.config.model_validate(section or {})
+        return check.config.model_validate(section or {})
     except ValidationError as exc:  # the collector validated it; a newer one may know more
         log.warning("chain %s: check %s skipped, bad configuration: %s", chain.chain_id, name, exc)
+        return None
+
+
+def due_config(
+    name: str, check: Check, chain: ChainTarget, memory: ChainMemory, now_s: float
+) -> CheckConfig | None:
+    """The check's configuration for this chain if it is to run this round, else None."""
+    config = chain_config(name, check, chain)
+    if config is None:
         return None
     every_s = getattr(config, "every_s", 0)
     last = memory.last_run_s.get(name)

@@ -40,6 +40,10 @@ class Schedule:
         """Where in every round ``endpoint_id`` is visited, in [0, interval)."""
         return _fraction(b"endpoint", self.seed, str(endpoint_id).encode()) * self.interval_s
 
+    def turn(self, every: int, *key: object) -> int:
+        """A stable number in [0, every) for ``key``: which of every ``every`` rounds is its."""
+        return int(_fraction(b"turn", self.seed, repr(key).encode()) * every)
+
     def round_of(self, t: float) -> int:
         """The round whose window holds unix time ``t``."""
         return math.floor((t - self.phase_s) / self.interval_s)
