@@ -122,9 +122,12 @@ def main() -> None:
         "--postgresql", action="store_true", help="a throwaway PostgreSQL cluster instead of SQLite"
     )
     parser.add_argument("--quick", action="store_true", help="3 s per endpoint")
+    parser.add_argument("--smoke", action="store_true", help="20 endpoints, 1 s each (the suite)")
     args = parser.parse_args()
     if args.quick:
         args.seconds = 3
+    if args.smoke:
+        args.seconds, args.endpoints = 1, 20
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         url = args.database_url or f"sqlite:///{workdir / 'api.db'}"

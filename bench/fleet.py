@@ -430,12 +430,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollup-subjects", type=int, help="default 20 (--quick: 5)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
+        "--smoke", action="store_true", help="20 endpoints, 6 minutes of results, 1 run (the suite)"
+    )
+    parser.add_argument(
         "--measure-only",
         action="store_true",
         help="measure a database this script filled before (--database-url): its scale is the"
         " one given again, its 'now' its newest batch",
     )
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.operators, args.chains, args.probes = 10, 2, 2
+        args.hours, args.interval_s, args.rollup_subjects, args.runs = 0.1, 10, 1, 1
     scale = Scale(
         operators=args.operators or (100 if args.quick else 1000),
         chains=args.chains,

@@ -345,9 +345,16 @@ def main() -> None:
     parser.add_argument("--database-url", help="PostgreSQL server to use (else a throwaway one)")
     parser.add_argument("--only", choices=["sqlite", "postgresql"])
     parser.add_argument("--quick", action="store_true", help="60 batches x 500 results, --repeat 1")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="4 batches x 50 results, 2 clients: seconds (the suite)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.batches, args.results, args.repeat = 60, 500, 1
+    if args.smoke:
+        args.batches, args.results, args.repeat, args.clients = 4, 50, 1, 2
     account = Account.create()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

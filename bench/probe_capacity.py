@@ -534,6 +534,13 @@ def main() -> None:
     print()
     print_table(rows)
     print_ratios(rows)
+    print()
+    for r in rows:
+        if r.close_lag_s:
+            lags = ", ".join(f"{lag:.2f}" for lag in r.close_lag_s)
+            print(
+                f"{r.tool} N={r.n}: each round's batch came this long after its window (s): {lags}"
+            )
     if rows:
         worst = max(r.nodes_cpu_pct for r in rows)
         print(f"\nsimulated nodes: at most {worst:.0f}% of a core (not the bottleneck below ~90%)")

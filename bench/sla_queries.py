@@ -104,7 +104,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--probes", type=int, default=3)
     parser.add_argument("--database-url")
+    parser.add_argument("--smoke", action="store_true", help="one probe (the suite)")
     args = parser.parse_args()
+    if args.smoke:
+        args.probes = 1
     tmp = tempfile.TemporaryDirectory()
     url = args.database_url or f"sqlite:///{Path(tmp.name) / 'bench.db'}"
     now = datetime.now(UTC)
