@@ -91,6 +91,7 @@ class Row:
     errors_ms: list[float] = field(default_factory=list)
     rss_mb: float = 0.0  # peak RSS, summed over the processes (shared pages counted in each)
     pss_mb: float | None = None  # peak of the processes' summed PSS (shared pages split)
+    requests: int = 0  # the nodes served, over the rounds the CPU figure covers
     nodes_cpu_pct: float = 0.0
     nodes_late_p95_ms: float | None = None
 
@@ -336,6 +337,7 @@ def _hwm(pid: int) -> float:
 
 
 def nodes_figures(row: Row, stats: dict[str, Any]) -> None:
+    row.requests = stats["requests"]
     row.nodes_cpu_pct = 100 * stats["cpu_s"] / max(stats["wall_s"], 1e-9)
     row.nodes_late_p95_ms = stats["late_ms_p95"]
 
@@ -439,7 +441,8 @@ def fmt(value: float | None, spec: str = ".2f") -> str:
 def print_table(rows: list[Row]) -> None:
     head = (
         f"{'tool':<18} {'N':>6} {'rounds':>6} {'whole':>5} {'close lag s':>11} {'ok %':>6} "
-        f"{'err p50 ms':>10} {'err p95 ms':>10} {'err p99 ms':>10} {'CPU ms/check':>12} "
+        f"{'err p50 ms':>10} {'err p95 ms':>10} {'err p99 ms':>10} {'req/check':>9} "
+        f"{'CPU ms/check':>12} "
         f"{'peak RSS MB':>11} {'peak PSS MB':>11} {'nodes CPU %':>11} {'nodes late p95':>14}"
     )
     print(head)
@@ -449,7 +452,8 @@ def print_table(rows: list[Row]) -> None:
         print(
             f"{r.tool:<18} {r.n:>6} {r.rounds:>6} {r.whole_rounds:>5} {fmt(lag):>11} "
             f"{100 * r.ok / max(1, r.checks):>6.1f} {fmt(r.err(0.5)):>10} {fmt(r.err(0.95)):>10} "
-            f"{fmt(r.err(0.99)):>10} {r.cpu_per_check_ms:>12.3f} {r.rss_mb:>11.0f} "
+            f"{fmt(r.err(0.99)):>10} {r.requests / max(1, r.cpu_rounds * r.n):>9.2f} "
+            f"{r.cpu_per_check_ms:>12.3f} {r.rss_mb:>11.0f} "
             f"{fmt(r.pss_mb, '.0f'):>11} "
             f"{r.nodes_cpu_pct:>11.1f} {fmt(r.nodes_late_p95_ms):>14}"
         )

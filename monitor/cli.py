@@ -353,6 +353,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = verb("probe", cmd_probe, "Run a probe agent: check every target each round, sign, deliver")
+    p.description = (
+        "Run a probe agent: check every target once per interval, sign each round, deliver it "
+        "to every collector. Two processes under this one command, key and outbox: a measuring "
+        "process (python -m monitor.probe.pulse, started and stopped by this one) makes every "
+        "call to operators, each endpoint's timed head call at a stable slot of its own in the "
+        "interval, so that calls are spread evenly and timed when their answer arrives; this "
+        "process judges, signs, queues and delivers. A stop (SIGINT, SIGTERM) finishes the "
+        "round under way (an interval at most) before it delivers and exits. Rounds are whole: "
+        "the first is the one after the targets come. See docs/checks.md and docs/operations.md."
+    )
     p.add_argument(
         "--collector",
         action="append",
@@ -367,7 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--interval", type=float, help="seconds between rounds (default 10)")
     p.add_argument("--timeout", type=float, help="per-request timeout in seconds (default 5)")
-    p.add_argument("--concurrency", type=int, help="requests in flight at most (default 256)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        help="the checks' questions in flight at most (default 256; the timed head calls are "
+        "paced, one per endpoint per interval)",
+    )
     p.add_argument(
         "--metrics-port",
         type=int,

@@ -1,7 +1,9 @@
-"""The probe agent: fetch targets, run rounds on a schedule, sign, queue, deliver.
+"""The probe agent: fetch targets, run rounds, sign, queue, deliver.
 
-Rounds run under APScheduler with ``max_instances=1`` and ``coalesce``: a round that overruns its
-interval makes the next one wait (skipped, not stacked). Every signed batch goes to each
+``monitor probe`` runs paced rounds (:meth:`ProbeAgent.run_paced`, monitor.probe.paced): its
+measuring process visits each endpoint at its own slot of every interval, and each round,
+judged once its window has closed, is signed as one batch. :meth:`ProbeAgent.round` is a round
+on demand, every endpoint at once (monitor.probe.rounds). Every signed batch goes to each
 configured collector; delivery is one task per collector, with its own backoff and its own queue
 in the outbox, so a collector that is down or slow never delays a round nor the other collectors,
 and a batch stays on disk until every collector has acknowledged or refused it for good.
