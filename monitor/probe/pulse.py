@@ -49,6 +49,7 @@ log = logging.getLogger("monitor.probe")
 MISSED = "missed"  # a sample's kind when the schedule skipped the visit
 _TICK_S = 0.25  # the ticker wakes at least this often (a new configuration, a shutdown)
 SETTLE_S = 0.25  # see _Pulse._settle_memory
+FLUSH_S = 0.003  # what the probe is told waits this long at most, gathered into one write
 
 
 class HeadSample(NamedTuple):
@@ -93,6 +94,8 @@ class _Pulse:
         self.urls: dict[int, str] = {}
         self.busy: dict[int, asyncio.Task[None]] = {}
         self.asking: set[asyncio.Task[None]] = set()
+        self._out: list[bytes] = []
+        self._flush: asyncio.TimerHandle | None = None
         self.changed = asyncio.Event()
         self.settled_at = 0.0
 
@@ -112,8 +115,15 @@ class _Pulse:
     def emit(self, sample: HeadSample) -> None:
         self._write(["s", *sample])
 
-    def _write(self, message: list[Any]) -> None:
-        self.out.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+    def _write(self, message: list[Any], body: bytes = b"") -> None:
+        self._out.append(json.dumps(message, separators=(",", ":")).encode() + b"\n" + body)
+        if self._flush is None:  # the messages of a few ms go in one write: fewer wake-ups
+            self._flush = asyncio.get_running_loop().call_later(FLUSH_S, self._flush_out)
+
+    def _flush_out(self) -> None:
+        self._flush = None
+        out, self._out = self._out, []
+        self.out.write(b"".join(out))
 
     def relay(self, ask_id: int, endpoint_id: int, what: str, body: str) -> None:
         """An untimed request of the probe's checks (built and read by the probe), made on the
@@ -132,8 +142,7 @@ class _Pulse:
         except RpcError as exc:
             self._write(["e", ask_id, type(exc).__name__, exc.kind, str(exc)])
         else:  # the header line, then the body's bytes: not parsed here
-            header = json.dumps(["a", ask_id, answer.status, len(answer.body)]).encode()
-            self.out.write(header + b"\n" + answer.body)
+            self._write(["a", ask_id, answer.status, len(answer.body)], answer.body)
 
     async def visit(self, round_: int, endpoint_id: int, url: str) -> None:
         assert self.rpc is not None
@@ -218,6 +227,9 @@ async def child_main() -> None:
             task.cancel()
         if pulse.rpc is not None:
             await pulse.rpc.aclose()
+        if pulse._flush is not None:
+            pulse._flush.cancel()
+            pulse._flush_out()
         transport.close()
 
 

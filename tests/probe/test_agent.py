@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -426,3 +427,72 @@ def test_a_hostile_collectors_answers_do_not_crash_the_probe() -> None:
     assert _duplicate(httpx.Response(200, content=deep)) is False
     with pytest.raises(ValueError):
         Targets.model_validate_json(deep)  # how targets are read: refused, not recursed
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the database is not the point
+def test_a_measuring_process_that_dies_is_replaced_and_rounds_go_on(
+    network: Network,
+    collector: ServerThread,
+    engine: Engine,
+    settings: Settings,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SIGKILL to the probe's measuring process: the probe says so, starts another, and rounds
+    keep coming, whole; the stop then ends the new one too (no process is left behind)."""
+    import os
+    import signal
+
+    from monitor.probe.agent import run_probe
+
+    key = tmp_path / "probe.key"
+    key.write_text(network.probes[0].key.hex() + "\n")
+    key.chmod(0o600)
+    settings = settings.model_copy(
+        update={"collector_urls": [collector.url], "key_file": key, "interval_s": 1.0}
+    )
+
+    def children() -> list[int]:
+        out = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                    cmdline = (entry / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if int(stat[1]) == os.getpid() and b"monitor.probe.pulse" in cmdline:
+                    out.append(int(entry.name))
+        return out
+
+    async def until(what: str, condition: Any, limit_s: float = 20.0) -> None:
+        deadline = asyncio.get_running_loop().time() + limit_s
+        while not condition():
+            assert asyncio.get_running_loop().time() < deadline, f"no {what}"
+            await asyncio.sleep(0.05)
+
+    killed: list[int] = []
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        probe = asyncio.create_task(run_probe(settings, stop=stop))
+        try:
+            await until("first batch", lambda: sum(stored_batches(engine).values()) >= 1)
+            [pid] = children()
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            before = sum(stored_batches(engine).values())
+            await until("another measuring process", lambda: children() not in ([], killed))
+            await until(
+                "rounds after it", lambda: sum(stored_batches(engine).values()) >= before + 3
+            )
+        finally:
+            stop.set()
+            await probe
+
+    with caplog.at_level("INFO"):
+        asyncio.run(run())
+    assert children() == []
+    assert any("measuring process ended" in r.getMessage() for r in caplog.records)
+    # Whole rounds, but for the one the kill cut short (the visits it had left were not made).
+    assert result_count(engine) >= OPERATORS * (sum(stored_batches(engine).values()) - 1)
