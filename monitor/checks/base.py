@@ -257,6 +257,27 @@ def vote(round_: ChainRound, answers: Mapping[int, Hashable], error: str) -> Non
             obs.mark_incorrect(error)
 
 
+def own_verdicts(
+    round_: ChainRound, name: str, replies: Replies, verdict_of: Callable[[Any], str | None]
+) -> list[tuple[Observation, str]]:
+    """For an own-verdict check (``OWN_VERDICTS``): each usable endpoint's verdict, the one its
+    answer gives where it was asked this round, else the one its last turn gave (kept in
+    ``round_.memory.verdicts[name]``); the endpoints with one."""
+    kept = round_.memory.verdicts.setdefault(name, {})
+    out = []
+    for obs in round_.usable():
+        endpoint_id = obs.target.endpoint_id
+        if endpoint_id in replies.asked:  # asked now: this answer's verdict from now on
+            verdict = verdict_of(replies.answers.get(endpoint_id))
+            if verdict is None:
+                kept.pop(endpoint_id, None)
+            else:
+                kept[endpoint_id] = verdict
+        if endpoint_id in kept:
+            out.append((obs, kept[endpoint_id]))
+    return out
+
+
 def judge_errors(round_: ChainRound, replies: Replies, error: str) -> None:
     """Vote a check's answers; a differing one is ``error``.
 

@@ -17,6 +17,7 @@ from monitor.checks.base import (
     Replies,
     ScheduledConfig,
     every_round,
+    own_verdicts,
 )
 from monitor.rpc import parse_quantity
 
@@ -33,14 +34,8 @@ async def ask(call: Call, obs: Observation, plan: object) -> int:
 
 
 def judge(round_: ChainRound, config: Config, plan: object, replies: Replies) -> None:
-    verdicts = round_.memory.verdicts.setdefault("chain_id", {})
-    for obs in round_.usable():
-        endpoint_id = obs.target.endpoint_id
-        if endpoint_id in replies.asked:  # asked now: this answer's verdict from now on
-            answer = replies.answers.get(endpoint_id)
-            if answer is not None and answer != round_.chain.chain_id:
-                verdicts[endpoint_id] = "wrong_chain"
-            else:
-                verdicts.pop(endpoint_id, None)
-        if verdicts.get(endpoint_id) == "wrong_chain":  # asked now or at its last turn
-            obs.mark_incorrect("wrong_chain")
+    def verdict(answer: int | None) -> str | None:
+        return "wrong_chain" if answer is not None and answer != round_.chain.chain_id else None
+
+    for obs, kept in own_verdicts(round_, "chain_id", replies, verdict):
+        obs.mark_incorrect(kept)

@@ -19,6 +19,7 @@ from monitor.checks.base import (
     Replies,
     ScheduledConfig,
     every_round,
+    own_verdicts,
 )
 from monitor.exceptions import RpcError, RpcMalformed
 from monitor.rpc import parse_quantity
@@ -50,14 +51,9 @@ async def ask(call: Call, obs: Observation, plan: object) -> int | None:
 
 
 def judge(round_: ChainRound, config: Config, plan: object, replies: Replies) -> None:
-    verdicts = round_.memory.verdicts.setdefault("syncing", {})
-    for obs in round_.usable():
-        endpoint_id = obs.target.endpoint_id
-        if endpoint_id in replies.asked:  # asked now: this answer's verdict from now on
-            behind = replies.answers.get(endpoint_id)
-            if isinstance(behind, int) and behind > config.tolerance_blocks:
-                verdicts[endpoint_id] = "syncing"
-            else:
-                verdicts.pop(endpoint_id, None)
-        if verdicts.get(endpoint_id) == "syncing" and obs.error is None:
-            obs.error = "syncing"
+    def verdict(behind: int | None) -> str | None:
+        return "syncing" if behind is not None and behind > config.tolerance_blocks else None
+
+    for obs, kept in own_verdicts(round_, "syncing", replies, verdict):
+        if obs.error is None:
+            obs.error = kept

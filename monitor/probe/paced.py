@@ -361,10 +361,10 @@ class PulseProcess:
             limit=64 * 1024 * 1024,  # a question's answer may be as large as the size cap
         )
 
-    def _send(self, message: Any) -> None:
+    def _send(self, message: Any, body: bytes = b"") -> None:
         if self.proc is None or self.proc.stdin is None or self.proc.returncode is not None:
             raise MeasuringProcessGone("the measuring process is not running")
-        self._out.append(json.dumps(message).encode() + b"\n")
+        self._out.append(json.dumps(message).encode() + b"\n" + body)
         if self._flush is None:  # the questions of a few ms go in one write: fewer wake-ups
             self._flush = asyncio.get_running_loop().call_later(0.003, self._flush_out)
 
@@ -389,7 +389,7 @@ class PulseProcess:
         self._pending[ask_id] = future
         request_id, body = request(method, params)
         try:
-            self._send(["ask", ask_id, obs.target.endpoint_id, method, body.decode()])
+            self._send(["ask", ask_id, obs.target.endpoint_id, method, len(body)], body)
             status, answer = await future
         finally:
             self._pending.pop(ask_id, None)

@@ -10,21 +10,21 @@ questions (untimed) are asked through this process too, on the endpoint's kept-a
 so that an operator sees one connection per probe and the probe holds one per endpoint. It
 imports no more than the HTTP client and the schedule, to stay small.
 
-The parent writes JSON lines to stdin: an object is the configuration (the whole endpoint set
-each time),
+The parent writes JSON lines to stdin: an object is the configuration (the whole endpoint set each
+time),
 
     {"interval_s": 10, "seed": "<hex>", "timeout_s": 5, "max_bytes": 1048576,
      "max_late_s": 0.5, "endpoints": [[endpoint_id, url], ...]}
 
-an array a request to relay, ``["ask", ask_id, endpoint_id, method, body]`` (the JSON-RPC body,
-built by the probe). It reads from stdout JSON arrays, a line each: ``["s", *HeadSample]`` per
-visit, in the order the visits end; per relayed request ``["a", ask_id, HTTP status, length]``
-followed by the answer's ``length`` bytes as they came (parsed by the probe, not here), or
-``["e", ask_id, error class, kind, message]``. A visit the schedule skipped (the
-probe fell behind) is a sample of kind ``missed``; an endpoint whose previous head call is still
-unanswered at its next slot is not called twice: its sample for that round is a ``timeout``. The
-first round visited is the one after the first configuration: whole. The child exits when its
-stdin closes, so it never outlives the probe.
+an array a request to relay, ``["ask", ask_id, endpoint_id, method, length]`` followed by the
+``length`` bytes of its JSON-RPC body (built by the probe). It reads from stdout JSON arrays, a
+line each: ``["s", *HeadSample]`` per visit, in the order the visits end; per relayed request
+``["a", ask_id, HTTP status, length]`` followed by the answer's ``length`` bytes as they came
+(parsed by the probe, not here), or ``["e", ask_id, error class, kind, message]``. A visit the
+schedule skipped (the probe fell behind) is a sample of kind ``missed``; an endpoint whose previous
+head call is still unanswered at its next slot is not called twice: its sample for that round is a
+``timeout``. The first round visited is the one after the first configuration: whole. The child
+exits when its stdin closes, so it never outlives the probe.
 """
 
 from __future__ import annotations
@@ -125,10 +125,10 @@ class _Pulse:
         out, self._out = self._out, []
         self.out.write(b"".join(out))
 
-    def relay(self, ask_id: int, endpoint_id: int, what: str, body: str) -> None:
+    def relay(self, ask_id: int, endpoint_id: int, what: str, body: bytes) -> None:
         """An untimed request of the probe's checks (built and read by the probe), made on the
         endpoint's own connection; the answer goes back as it came."""
-        task = asyncio.create_task(self._relay(ask_id, endpoint_id, what, body.encode()))
+        task = asyncio.create_task(self._relay(ask_id, endpoint_id, what, body))
         self.asking.add(task)
         task.add_done_callback(self.asking.discard)
 
@@ -217,8 +217,9 @@ async def child_main() -> None:
     try:
         async for line in _lines(reader):
             message = json.loads(line)
-            if isinstance(message, list):
-                pulse.relay(*message[1:])
+            if isinstance(message, list):  # a request to relay: its body follows, as it is
+                _, ask_id, endpoint_id, what, length = message
+                pulse.relay(ask_id, endpoint_id, what, await reader.readexactly(length))
             else:
                 pulse.configure(message)
     finally:  # stdin closed: the probe is stopping (or gone)

@@ -27,6 +27,11 @@ def _fraction(*parts: bytes) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+@functools.lru_cache(maxsize=1 << 18)  # a few checks x every endpoint: hashed once each
+def _turn(seed: bytes, every: int, key: tuple[object, ...]) -> int:
+    return int(_fraction(b"turn", seed, repr(key).encode()) * every)
+
+
 @dataclass(frozen=True)
 class Schedule:
     interval_s: float
@@ -42,7 +47,7 @@ class Schedule:
 
     def turn(self, every: int, *key: object) -> int:
         """A stable number in [0, every) for ``key``: which of every ``every`` rounds is its."""
-        return int(_fraction(b"turn", self.seed, repr(key).encode()) * every)
+        return _turn(self.seed, every, key)
 
     def round_of(self, t: float) -> int:
         """The round whose window holds unix time ``t``."""

@@ -59,6 +59,14 @@ def result_count(engine: Engine) -> int:
         return session.scalar(select(func.count()).select_from(Result)) or 0
 
 
+def key_file(network: Network, tmp_path: Path) -> Path:
+    """The demo network's first probe key, as ``monitor probe`` reads it."""
+    key = tmp_path / "probe.key"
+    key.write_text(network.probes[0].key.hex() + "\n")
+    key.chmod(0o600)
+    return key
+
+
 async def fetch_targets(settings: Settings, account: LocalAccount, tmp_path: Path) -> Targets:
     outbox = Outbox(tmp_path / "targets-only.outbox.sqlite")
     agent = ProbeAgent(settings=settings, account=account, outbox=outbox)
@@ -279,9 +287,7 @@ def test_stop_during_a_round_keeps_its_batch(
     from monitor.probe.agent import run_probe
 
     interval_s = 2.0
-    key = tmp_path / "probe.key"
-    key.write_text(network.probes[0].key.hex() + "\n")
-    key.chmod(0o600)
+    key = key_file(network, tmp_path)
     settings = settings.model_copy(
         update={"collector_urls": [collector.url], "key_file": key, "interval_s": interval_s}
     )
@@ -337,9 +343,7 @@ def test_stop_with_a_hanging_collector_keeps_the_batch_and_returns_in_time(
         await asyncio.sleep(30)
         return JSONResponse({})
 
-    key = tmp_path / "probe.key"
-    key.write_text(network.probes[0].key.hex() + "\n")
-    key.chmod(0o600)
+    key = key_file(network, tmp_path)
     app = Starlette(
         routes=[Route("/v1/targets", targets), Route("/v1/batches", never, methods=["POST"])]
     )
@@ -445,9 +449,7 @@ def test_a_measuring_process_that_dies_is_replaced_and_rounds_go_on(
 
     from monitor.probe.agent import run_probe
 
-    key = tmp_path / "probe.key"
-    key.write_text(network.probes[0].key.hex() + "\n")
-    key.chmod(0o600)
+    key = key_file(network, tmp_path)
     settings = settings.model_copy(
         update={"collector_urls": [collector.url], "key_file": key, "interval_s": 1.0}
     )
